@@ -1,0 +1,730 @@
+"""
+Every dataset the four papers use, by name: download, cache, verify, parse, split.
+
+    import data
+    ds = data.load_dataset("GunPoint")       # or "BasicMotions", "SleepEEG", "path/to/my.npz", ...
+    ds.X_train, ds.y_train                   # (N, C, L) float32 NaN-padded, (N,) int64 in 0..K-1
+    ds.X_val, ds.y_val, ds.X_test, ds.y_test # validation carved from train when the release has none
+    ds.len_train, ds.n_classes, ds.class_names
+
+Families (names exactly as the archives spell them; `list_datasets()` lists them all):
+  UCR   128 univariate problems      timeseriesclassification.com per-dataset zip of .ts files
+  UEA    30 multivariate problems    same host and format
+  TF-C    8 releases                 figshare zips of train.pt / val.pt / test.pt (SleepEEG, FD-A, ...)
+          "Epilepsy" is the UEA problem; the TF-C release of that name is "TFC-Epilepsy".
+  TSER   19 regression problems      Zenodo .ts files; AimTS pre-trains on them, targets are ignored
+  raw recordings (HARTH, AFDB, Apnea-ECG, Sleep-EDF, PTB-XL, PAMAP2): separate issue, see RAW.
+
+Where files live: `$TS_DATA_DIR`, else `~/.cache/timeseries-ssl`, laid out as
+  <data_dir>/ucr_uea/<Name>/<Name>_TRAIN.ts, <Name>_TEST.ts   (+ <Name>.zip, the verified archive)
+  <data_dir>/tfc/<Name>/train.pt, val.pt, test.pt              (+ <Name>.zip)
+  <data_dir>/tser/<Name>/<Name>_TRAIN.ts, <Name>_TEST.ts
+  <data_dir>/manifest.json   SHA-256 of every archive, recorded on first download, checked on each use
+Files put there by hand are used as they are. `TS_DATA_MIRROR=<base URL>` sends every download to
+`<base>/<original host>/<original path>?<original query>` instead (offline mirrors, tests).
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+USER_AGENT = "timeseries-ssl/0.1 (reference implementations of self-supervised time-series papers; python-requests)"
+TIMEOUT = (15.0, 60.0)     # seconds: (connect, read between bytes)
+RETRIES = 4                # attempts per URL
+BACKOFF = 2.0              # seconds, doubled after each failed attempt
+
+# --------------------------------------------------------------------------- registry
+UCR = """ACSF1 Adiac AllGestureWiimoteX AllGestureWiimoteY AllGestureWiimoteZ ArrowHead Beef BeetleFly
+BirdChicken BME Car CBF Chinatown ChlorineConcentration CinCECGTorso Coffee Computers CricketX CricketY
+CricketZ Crop DiatomSizeReduction DistalPhalanxOutlineAgeGroup DistalPhalanxOutlineCorrect DistalPhalanxTW
+DodgerLoopDay DodgerLoopGame DodgerLoopWeekend Earthquakes ECG200 ECG5000 ECGFiveDays ElectricDevices
+EOGHorizontalSignal EOGVerticalSignal EthanolLevel FaceAll FaceFour FacesUCR FiftyWords Fish FordA FordB
+FreezerRegularTrain FreezerSmallTrain Fungi GestureMidAirD1 GestureMidAirD2 GestureMidAirD3 GesturePebbleZ1
+GesturePebbleZ2 GunPoint GunPointAgeSpan GunPointMaleVersusFemale GunPointOldVersusYoung Ham HandOutlines
+Haptics Herring HouseTwenty InlineSkate InsectEPGRegularTrain InsectEPGSmallTrain InsectWingbeatSound
+ItalyPowerDemand LargeKitchenAppliances Lightning2 Lightning7 Mallat Meat MedicalImages MelbournePedestrian
+MiddlePhalanxOutlineCorrect MiddlePhalanxOutlineAgeGroup MiddlePhalanxTW MixedShapesRegularTrain
+MixedShapesSmallTrain MoteStrain NonInvasiveFetalECGThorax1 NonInvasiveFetalECGThorax2 OliveOil OSULeaf
+PhalangesOutlinesCorrect Phoneme PickupGestureWiimoteZ PigAirwayPressure PigArtPressure PigCVP PLAID Plane
+PowerCons ProximalPhalanxOutlineCorrect ProximalPhalanxOutlineAgeGroup ProximalPhalanxTW
+RefrigerationDevices Rock ScreenType SemgHandGenderCh2 SemgHandMovementCh2 SemgHandSubjectCh2
+ShakeGestureWiimoteZ ShapeletSim ShapesAll SmallKitchenAppliances SmoothSubspace SonyAIBORobotSurface1
+SonyAIBORobotSurface2 StarLightCurves Strawberry SwedishLeaf Symbols SyntheticControl ToeSegmentation1
+ToeSegmentation2 Trace TwoLeadECG TwoPatterns UMD UWaveGestureLibraryAll UWaveGestureLibraryX
+UWaveGestureLibraryY UWaveGestureLibraryZ Wafer Wine WordSynonyms Worms WormsTwoClass Yoga""".split()
+
+UEA = """ArticularyWordRecognition AtrialFibrillation BasicMotions CharacterTrajectories Cricket
+DuckDuckGeese EigenWorms Epilepsy EthanolConcentration ERing FaceDetection FingerMovements
+HandMovementDirection Handwriting Heartbeat InsectWingbeat JapaneseVowels Libras LSST MotorImagery NATOPS
+PenDigits PEMS-SF PhonemeSpectra RacketSports SelfRegulationSCP1 SelfRegulationSCP2 SpokenArabicDigits
+StandWalkJump UWaveGestureLibrary""".split()
+
+# TF-C releases: name -> (figshare article URL, folder name in the TF-C repository)
+TFC = {
+    "SleepEEG": ("https://figshare.com/ndownloader/articles/19930178/versions/1", "SleepEEG"),
+    "TFC-Epilepsy": ("https://figshare.com/ndownloader/articles/19930199/versions/2", "Epilepsy"),
+    "FD-A": ("https://figshare.com/ndownloader/articles/19930205/versions/1", "FD-A"),
+    "FD-B": ("https://figshare.com/ndownloader/articles/19930226/versions/1", "FD-B"),
+    "HAR": ("https://figshare.com/ndownloader/articles/19930244/versions/1", "HAR"),
+    "Gesture": ("https://figshare.com/ndownloader/articles/19930247/versions/1", "Gesture"),
+    "ECG": ("https://figshare.com/ndownloader/articles/19930253/versions/1", "ECG"),
+    "EMG": ("https://figshare.com/ndownloader/articles/19930250/versions/1", "EMG"),
+}
+
+# TSER (Monash) regression archive on Zenodo: name -> record id. Targets are discarded (y = -1).
+TSER = {
+    "AppliancesEnergy": 18484626, "AustraliaRainfall": 18484479, "BIDMC32HR": 18485047,
+    "BIDMC32RR": 18485020, "BIDMC32SpO2": 18484650, "BeijingPM10Quality": 18485104,
+    "BeijingPM25Quality": 18484804, "BenzeneConcentration": 18484823, "Covid3Month": 18484843,
+    "FloodModeling1": 18484910, "FloodModeling2": 18484871, "FloodModeling3": 18484859,
+    "HouseholdPowerConsumption1": 18484579, "HouseholdPowerConsumption2": 18484955,
+    "IEEEPPG": 18484606, "LiveFuelMoistureContent": 18484619, "NewsHeadlineSentiment": 18485036,
+    "NewsTitleSentiment": 18484638, "PPGDalia": 18485135,
+}
+
+# Raw recordings used by DynaCL and LEAVES. Their loaders (windowing, labels, splits) are a separate
+# issue; a loader is registered here as RAW[name]["loader"] = fn(data_dir, **kw) -> Dataset.
+RAW: dict[str, dict] = {
+    "HARTH": {"paper": "DynaCL", "source": "UCI ML repository, dataset 779", "loader": None},
+    "AFDB": {"paper": "DynaCL", "source": "PhysioNet afdb (MIT-BIH Atrial Fibrillation)", "loader": None},
+    "Apnea-ECG": {"paper": "LEAVES", "source": "PhysioNet apnea-ecg", "loader": None},
+    "Sleep-EDF": {"paper": "LEAVES", "source": "PhysioNet sleep-edfx", "loader": None},
+    "PTB-XL": {"paper": "LEAVES", "source": "PhysioNet ptb-xl", "loader": None},
+    "PAMAP2": {"paper": "LEAVES", "source": "UCI ML repository, PAMAP2", "loader": None},
+}
+
+SYNTHETIC = "synthetic"
+
+
+def list_datasets(family: str | None = None) -> list[str]:
+    """Names load_dataset() accepts. family: 'ucr', 'uea', 'tfc', 'tser' or None for all."""
+    fams = {"ucr": UCR, "uea": UEA, "tfc": list(TFC), "tser": list(TSER)}
+    if family is not None:
+        if family not in fams:
+            raise ValueError(f"unknown family {family!r}; choose one of {sorted(fams)}")
+        return list(fams[family])
+    return UCR + UEA + list(TFC) + list(TSER) + [SYNTHETIC]
+
+
+def _resolve_name(name: str) -> str:
+    """Exact name, else a case-insensitive match, else an error listing the closest names."""
+    names = list_datasets()
+    if name in names or name in RAW:
+        return name
+    lower = {n.lower(): n for n in names + list(RAW)}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.6)
+    hint = ", ".join(lower[c] for c in close) if close else "none close"
+    raise ValueError(f"unknown dataset {name!r}. Closest names: {hint}. "
+                     f"data.list_datasets() lists all {len(names)}; a path to a .ts/.npz/.pt file also works.")
+
+
+# --------------------------------------------------------------------------- the Dataset object
+@dataclass
+class Dataset:
+    """Arrays for one problem. X: (N, C, L) float32, NaN after each series' end; y: (N,) int64."""
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    len_train: np.ndarray
+    len_val: np.ndarray
+    len_test: np.ndarray
+    class_names: list = field(default_factory=list)   # original label strings, index = class id
+    task: str = "classification"                       # or "regression" (TSER: y = -1, targets kept)
+    targets: dict = field(default_factory=dict)        # regression targets per split, float64
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_channels(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def length(self) -> int:
+        return self.X_train.shape[2]
+
+    @property
+    def variable_length(self) -> bool:
+        lens = np.concatenate([self.len_train, self.len_val, self.len_test])
+        return bool((lens != self.length).any())
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: train {len(self.X_train)}, val {len(self.X_val)}, "
+                f"test {len(self.X_test)}, {self.n_channels} x {self.length}, {self.n_classes} classes)")
+
+
+# --------------------------------------------------------------------------- downloads
+class DownloadError(RuntimeError):
+    pass
+
+
+def data_home(data_dir=None) -> Path:
+    """The cache folder: argument, else $TS_DATA_DIR, else ~/.cache/timeseries-ssl."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("TS_DATA_DIR"):
+        return Path(os.environ["TS_DATA_DIR"]).expanduser()
+    return Path.home() / ".cache" / "timeseries-ssl"
+
+
+def mirrored(url: str) -> str:
+    """With TS_DATA_MIRROR set: <mirror>/<host>/<path>?<query>; otherwise the URL itself."""
+    base = os.environ.get("TS_DATA_MIRROR", "").strip()
+    if not base:
+        return url
+    u = urlsplit(url)
+    return f"{base.rstrip('/')}/{u.netloc}{u.path}" + (f"?{u.query}" if u.query else "")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _looks_like_html(head: bytes) -> bool:
+    h = head.lstrip()[:64].lower()
+    return h.startswith(b"<!doctype html") or h.startswith(b"<html") or h.startswith(b"<?xml") or h.startswith(b"<head")
+
+
+def _progress(label: str, done: int, total: int | None, last: list) -> None:
+    now = time.monotonic()
+    if now - last[0] < 0.5 and (total is None or done < total):
+        return
+    last[0] = now
+    msg = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(f"  downloading {label}: {msg}", end=end, file=sys.stderr, flush=True)
+
+
+def download(url: str, dest: Path, expect: str = "zip") -> str:
+    """Fetch url (through the mirror, if set) to dest atomically; return its SHA-256.
+
+    Retries with backoff on connection errors, timeouts, 5xx and truncated bodies, resuming the
+    partial file with an HTTP Range request. `expect` ('zip' or 'ts' or 'any') is checked before
+    the file is renamed into place: an HTML page or a corrupt zip is removed and reported.
+    """
+    import requests
+
+    real = mirrored(url)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_err: Exception | None = None
+    try:
+        for attempt in range(RETRIES):
+            if attempt:
+                time.sleep(BACKOFF * 2 ** (attempt - 1))
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"User-Agent": USER_AGENT}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            try:
+                with requests.get(real, stream=True, timeout=TIMEOUT, headers=headers) as r:
+                    if r.status_code in (429,) or r.status_code >= 500:
+                        last_err = DownloadError(f"HTTP {r.status_code} from {real}")
+                        continue
+                    if r.status_code == 416:            # our partial file is already complete or bad
+                        part.unlink(missing_ok=True)
+                        last_err = DownloadError(f"HTTP 416 from {real}")
+                        continue
+                    if r.status_code >= 400:
+                        raise DownloadError(f"HTTP {r.status_code} from {real}")
+                    if r.status_code != 206:            # server ignored the Range: start over
+                        have = 0
+                    total = r.headers.get("Content-Length")
+                    total = int(total) + have if total is not None else None
+                    last = [0.0]
+                    with open(part, "ab" if have else "wb") as fh:
+                        for chunk in r.iter_content(1 << 14):
+                            fh.write(chunk)
+                            have += len(chunk)
+                            _progress(dest.name, have, total, last)
+                    if total is not None and have < total:
+                        last_err = DownloadError(f"connection closed after {have} of {total} bytes")
+                        continue
+                break
+            except requests.RequestException as e:   # connect error, read timeout, reset, ...
+                last_err = e
+        else:
+            raise DownloadError(f"{RETRIES} attempts failed; last error: {last_err}")
+        _check_payload(part, expect, real)
+        os.replace(part, dest)
+        return _sha256(dest)
+    finally:
+        part.unlink(missing_ok=True)              # nothing half-written stays in the cache
+
+
+def _check_payload(path: Path, expect: str, url: str) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if _looks_like_html(head):
+        raise DownloadError(f"{url} returned an HTML page, not a data file (an error or login page?); "
+                            "nothing was kept.")
+    if expect == "zip":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise DownloadError(f"{url} is not a valid zip ({e}); nothing was kept.") from None
+        if bad is not None:
+            raise DownloadError(f"{url}: zip member {bad!r} fails its CRC check; nothing was kept.")
+
+
+def _read_manifest(home: Path) -> dict:
+    p = home / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _record(home: Path, key: str, entry: dict) -> None:
+    m = _read_manifest(home)
+    m[key] = entry
+    fd, tmp = tempfile.mkstemp(dir=home, prefix=".manifest.", suffix=".part")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(m, fh, indent=1, sort_keys=True)
+    os.replace(tmp, home / "manifest.json")
+
+
+def _verify(home: Path, path: Path, url: str) -> None:
+    """Check a cached archive against the manifest; record it (trust on first use) if unlisted."""
+    key = path.relative_to(home).as_posix()
+    entry = _read_manifest(home).get(key)
+    digest = _sha256(path)
+    if entry is None:
+        _record(home, key, {"url": url, "sha256": digest, "bytes": path.stat().st_size,
+                            "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    elif entry["sha256"] != digest:
+        raise DownloadError(f"{path} has changed since it was downloaded (SHA-256 {digest[:12]}..., "
+                            f"manifest says {entry['sha256'][:12]}...). Delete {path.parent} to download it again.")
+
+
+def _safe_extract(zpath: Path, wanted: list[str], out_dir: Path) -> None:
+    """Extract the wanted file names, found at the zip's top level or inside one folder, atomically."""
+    with zipfile.ZipFile(zpath) as zf:
+        names = zf.namelist()
+        for n in names:
+            p = n.replace("\\", "/")
+            if p.startswith("/") or (len(p) > 1 and p[1] == ":") or ".." in p.split("/"):
+                raise DownloadError(f"{zpath.name} holds an unsafe path {n!r} (absolute or with '..'); "
+                                    "refusing to extract it.")
+        by_base: dict[str, list[str]] = {}
+        for n in names:
+            parts = n.rstrip("/").split("/")
+            if len(parts) <= 2 and not n.endswith("/"):
+                by_base.setdefault(parts[-1], []).append(n)
+        missing = [w for w in wanted if w not in by_base]
+        if missing:
+            raise DownloadError(f"{zpath.name} has no {missing} at its top level or in one folder "
+                                f"(it holds {names[:10]}{'...' if len(names) > 10 else ''}).")
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.extract."))
+        try:
+            for w in wanted:
+                member = sorted(by_base[w], key=len)[0]          # prefer the top-level copy
+                with zf.open(member) as src, open(tmp / w, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for w in wanted:
+                os.replace(tmp / w, out_dir / w)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _manual_hint(url: str, dest: Path, folder: Path, wanted: list[str]) -> str:
+    return (f"Could not download {url}.\nTo install it by hand, download that URL in a browser and save it as\n"
+            f"  {dest}\nor put {', '.join(wanted)} into\n  {folder}\n"
+            f"(or set TS_DATA_DIR to a folder holding <family>/<Name>/..., or TS_DATA_MIRROR to a mirror).")
+
+
+def fetch(name: str, data_dir=None) -> Path:
+    """Make sure the files of a registered dataset are in the cache; return their folder."""
+    name = _resolve_name(name)
+    home = data_home(data_dir)
+    if name in UCR or name in UEA:
+        folder = home / "ucr_uea" / name
+        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
+        sources = [(f"https://timeseriesclassification.com/aeon-toolkit/{name}.zip", f"{name}.zip", "zip")]
+    elif name in TFC:
+        url, sub = TFC[name]
+        folder = home / "tfc" / sub
+        wanted = ["train.pt", "val.pt", "test.pt"]
+        sources = [(url, f"{sub}.zip", "zip")]
+    elif name in TSER:
+        folder = home / "tser" / name
+        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
+        sources = [(f"https://zenodo.org/records/{TSER[name]}/files/{w}?download=1", w, "ts") for w in wanted]
+    else:
+        raise ValueError(f"{name!r} has no downloadable files")
+    for url, fname, kind in sources:
+        target = folder / fname
+        if kind == "zip":
+            if target.exists():
+                _verify(home, target, url)
+            if all((folder / w).exists() for w in wanted):
+                continue                       # extracted (or put here by hand): nothing to fetch
+            if not target.exists():
+                try:
+                    digest = download(url, target, expect="zip")
+                except (DownloadError, OSError) as e:
+                    raise DownloadError(f"{e}\n" + _manual_hint(mirrored(url), target, folder, wanted)) from None
+                _record(home, target.relative_to(home).as_posix(),
+                        {"url": url, "sha256": digest, "bytes": target.stat().st_size,
+                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            try:
+                _safe_extract(target, wanted, folder)
+            except DownloadError:
+                target.unlink(missing_ok=True)
+                raise
+        else:
+            if target.exists():
+                _verify(home, target, url)
+                continue
+            try:
+                digest = download(url, target, expect=kind)
+            except (DownloadError, OSError) as e:
+                raise DownloadError(f"{e}\n" + _manual_hint(mirrored(url), target, folder, [fname])) from None
+            _record(home, target.relative_to(home).as_posix(),
+                    {"url": url, "sha256": digest, "bytes": target.stat().st_size,
+                     "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return folder
+
+
+# --------------------------------------------------------------------------- parsers
+def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Parse a sktime/aeon .ts file.
+
+    Returns X (N, C, L) float32 NaN-padded at the end, lengths (N,), labels (N,) as strings
+    (regression targets as strings too; None-filled when the file has no labels) and the header.
+    Handles comments (#), headers (@...), ':'-separated dimensions, '?' missing values, unequal
+    lengths, string or numeric class labels and @targetlabel regression files.
+    """
+    path = Path(path)
+    header: dict = {}
+    cases: list[list[np.ndarray]] = []
+    labels: list = []
+    in_data = False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                if not line.startswith("@"):
+                    raise ValueError(f"{path}:{lineno}: expected a @header or @data before the data")
+                key, _, val = line[1:].partition(" ")
+                key = key.lower()
+                if key == "data":
+                    in_data = True
+                    if header.get("timestamps", "false").lower() == "true":
+                        raise ValueError(f"{path}: @timeStamps true files are not supported")
+                else:
+                    header[key] = val.strip()
+                continue
+            has_label = (header.get("classlabel", "false").split() or ["false"])[0].lower() == "true" \
+                or header.get("targetlabel", "false").lower() == "true"
+            parts = line.split(":")
+            if has_label:
+                labels.append(parts[-1].strip())
+                parts = parts[:-1]
+            try:
+                dims = [np.array(p.replace("?", "nan").split(","), dtype=np.float64) if p.strip() else
+                        np.zeros(0) for p in parts]
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: cannot parse values ({e})") from None
+            if cases and len(dims) != len(cases[0]):
+                raise ValueError(f"{path}:{lineno}: {len(dims)} dimensions, earlier cases have {len(cases[0])}")
+            cases.append(dims)
+    if not in_data:
+        raise ValueError(f"{path}: no @data line; is this a .ts file?")
+    if not cases:
+        raise ValueError(f"{path}: no cases after @data")
+    n, c = len(cases), len(cases[0])
+    lengths = np.array([max(len(d) for d in case) for case in cases], dtype=np.int64)
+    X = np.full((n, c, int(lengths.max())), np.nan, dtype=np.float32)
+    for i, case in enumerate(cases):
+        for j, d in enumerate(case):
+            X[i, j, :len(d)] = d
+    y = np.array(labels, dtype=object) if labels else np.array([None] * n, dtype=object)
+    return X, lengths, y, header
+
+
+def read_ucr_tsv(path) -> tuple[np.ndarray, np.ndarray]:
+    """UCR 2018 .tsv: one series a line, label first, tab-separated, NaN for missing."""
+    rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+    y = np.array([r[0] for r in rows], dtype=object)
+    L = max(len(r) - 1 for r in rows)
+    X = np.full((len(rows), 1, L), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        X[i, 0, :len(r) - 1] = np.array(r[1:], dtype=np.float64)
+    return X, y
+
+
+def read_pt(path) -> tuple[np.ndarray, np.ndarray]:
+    """TF-C .pt file: dict with 'samples' (N, C, L) or (N, L) and 'labels' (N,); no pickle allowed."""
+    import pickle
+    import torch
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} needs Python pickle to load (weights_only=True refused it: {str(e)[:200]}). "
+                         "Re-save it as a dict of tensors, e.g. torch.save({'samples': x, 'labels': y}, path), "
+                         "from an environment you trust.") from None
+    if not isinstance(d, dict) or "samples" not in d or "labels" not in d:
+        raise ValueError(f"{path}: expected a dict with 'samples' and 'labels', got "
+                         f"{type(d).__name__}{' with keys ' + str(list(d)) if isinstance(d, dict) else ''}")
+    X = torch.as_tensor(d["samples"]).float().numpy()
+    if X.ndim == 2:
+        X = X[:, None, :]
+    y = torch.as_tensor(d["labels"]).long().numpy()
+    return np.ascontiguousarray(X, dtype=np.float32), y
+
+
+# --------------------------------------------------------------------------- splits and labels
+def _label_order(labels) -> list[str]:
+    """Distinct training labels, sorted numerically when all are numbers, else as strings."""
+    uniq = sorted(set(str(v) for v in labels))
+    try:
+        return sorted(uniq, key=float)
+    except ValueError:
+        return uniq
+
+
+def _encode(labels, names: list[str], split: str, ds_name: str) -> np.ndarray:
+    idx = {n: i for i, n in enumerate(names)}
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, v in enumerate(labels):
+        s = str(v)
+        if s not in idx:
+            raise ValueError(f"{ds_name}: {split} label {s!r} never occurs in train (train has {names})")
+        out[i] = idx[s]
+    return out
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): about `fraction` of each class held out, at least one per class where
+    the class has two or more examples, and at least one kept. Seeded; never touches the test set."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = min(k, len(idx) - 1)
+        held.extend(idx[:k].tolist())
+    held = np.sort(np.array(held, dtype=np.int64))
+    keep = np.setdiff1d(np.arange(len(y)), held)
+    return keep, held
+
+
+def _lengths(X: np.ndarray) -> np.ndarray:
+    """Per-series length: one past the last time step where any channel is observed."""
+    obs = ~np.isnan(X).all(axis=1)                                   # (N, L)
+    last = obs.shape[1] - np.argmax(obs[:, ::-1], axis=1)
+    return np.where(obs.any(axis=1), last, 0).astype(np.int64)
+
+
+def _pad_to(X: np.ndarray, L: int) -> np.ndarray:
+    if X.shape[2] == L:
+        return X
+    out = np.full(X.shape[:2] + (L,), np.nan, dtype=np.float32)
+    out[:, :, :X.shape[2]] = X
+    return out
+
+
+def check_arrays(X: np.ndarray, name: str, split: str) -> None:
+    """Refuse input that would silently break training: wrong rank, inf, all-missing series."""
+    if X.ndim != 3:
+        raise ValueError(f"{name} {split}: X must be (N, C, L), got shape {X.shape}; "
+                         "add a channel axis for univariate data (X[:, None, :]).")
+    if len(X) and np.isinf(X).any():
+        raise ValueError(f"{name} {split}: X holds +-inf values; replace them (NaN marks missing values).")
+    if len(X):
+        empty = np.flatnonzero(np.isnan(X).all(axis=(1, 2)))
+        if len(empty):
+            raise ValueError(f"{name} {split}: series {empty[:10].tolist()} are entirely missing (NaN); "
+                             "drop them before loading.")
+
+
+def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, seed=0,
+              task="classification", targets=None) -> Dataset:
+    """Labels to 0..K-1 (train order), validation carved from train when absent, common length."""
+    if len(Xtr) < 2:
+        raise ValueError(f"{name}: only {len(Xtr)} training series; at least 2 are needed.")
+    for split, X, y in (("train", Xtr, ytr), ("test", Xte, yte), ("val", Xva, yva)):
+        if X is not None:
+            check_arrays(X, name, split)
+            if len(X) != len(y):
+                raise ValueError(f"{name} {split}: {len(X)} series but {len(y)} labels")
+    targets = dict(targets or {})
+    if task == "regression":
+        names: list[str] = []
+        enc = lambda y, s: np.full(len(y), -1, dtype=np.int64)   # noqa: E731  (no classes)
+    else:
+        names = _label_order(ytr)
+        enc = lambda y, s: _encode(y, names, s, name)            # noqa: E731
+    y_tr = enc(ytr, "train")
+    if Xva is None:
+        strat = y_tr if task != "regression" else np.zeros(len(Xtr), dtype=np.int64)
+        keep, held = stratified_split(strat, val_fraction, seed)
+        Xva, y_va = Xtr[held], y_tr[held]
+        Xtr, y_tr = Xtr[keep], y_tr[keep]
+        if "train" in targets:
+            targets["val"], targets["train"] = targets["train"][held], targets["train"][keep]
+    else:
+        y_va = enc(yva, "val")
+    y_te = enc(yte, "test")
+    L = max(X.shape[2] for X in (Xtr, Xva, Xte))
+    Xtr, Xva, Xte = (_pad_to(np.asarray(X, dtype=np.float32), L) for X in (Xtr, Xva, Xte))
+    return Dataset(name, Xtr, y_tr, Xva, y_va, Xte, y_te, _lengths(Xtr), _lengths(Xva), _lengths(Xte),
+                   class_names=names, task=task, targets=targets)
+
+
+# --------------------------------------------------------------------------- public entry point
+def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Load a dataset by registered name, or from a path to a .ts / .npz / .pt file.
+
+    val_fraction, seed: the stratified validation split carved from train when the release has
+    none (TF-C releases have one). The test split is always the official one, untouched.
+    Nothing is normalised here; see `standardize`.
+    """
+    if os.sep in str(name) or str(name).endswith((".ts", ".npz", ".pt", ".tsv")):
+        return load_file(name, val_fraction=val_fraction, seed=seed)
+    if str(name).lower() == SYNTHETIC:
+        return make_synthetic(seed=seed, val_fraction=val_fraction)
+    name = _resolve_name(name)
+    if name in RAW:
+        if RAW[name]["loader"] is None:
+            raise ValueError(f"{name} ({RAW[name]['paper']}; {RAW[name]['source']}) is a raw-recording dataset "
+                             "whose loader is not written yet (separate issue). Until then, window it yourself "
+                             "and pass a .npz with X_train, y_train, X_test, y_test.")
+        return RAW[name]["loader"](data_home(data_dir), val_fraction=val_fraction, seed=seed)
+    folder = fetch(name, data_dir)
+    if name in TFC:
+        parts = {s: read_pt(folder / f"{s}.pt") for s in ("train", "val", "test")}
+        return _assemble(name, *parts["train"], *parts["test"], *parts["val"], seed=seed)
+    Xtr, _, ytr, htr = read_ts(folder / f"{name}_TRAIN.ts")
+    Xte, _, yte, _ = read_ts(folder / f"{name}_TEST.ts")
+    if name in TSER:
+        tg = {"train": ytr.astype(np.float64), "test": yte.astype(np.float64)}
+        return _assemble(name, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed,
+                         task="regression", targets=tg)
+    return _assemble(name, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed)
+
+
+def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """A user's own file.
+
+    .ts   `<stem>_TRAIN.ts` with `<stem>_TEST.ts` beside it (either may be given).
+    .npz  arrays X_train, y_train, X_test, y_test (optionally X_val, y_val), X as (N, C, L) or (N, L);
+          or just X, y, in which case a stratified, seeded test split of `test_fraction` is carved.
+    .pt   a TF-C-style dict of 'samples', 'labels' with train.pt / test.pt (/ val.pt) beside it.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    stem = path.stem
+    up = stem.upper()
+    base = stem[:-6] if up.endswith("_TRAIN") else stem[:-5] if up.endswith("_TEST") else None
+    if path.suffix == ".ts":
+        if base is None:
+            X, _, y, h = read_ts(path)
+            return _split_single(stem, X, y, val_fraction, seed, test_fraction)
+        tr, te = path.with_name(f"{base}_TRAIN.ts"), path.with_name(f"{base}_TEST.ts")
+        for p in (tr, te):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} is missing; a _TRAIN.ts file needs its _TEST.ts beside it")
+        Xtr, _, ytr, h = read_ts(tr)
+        Xte, _, yte, _ = read_ts(te)
+        task = "regression" if h.get("targetlabel", "false").lower() == "true" else "classification"
+        return _assemble(base, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed, task=task)
+    if path.suffix == ".tsv":
+        if base is None:
+            X, y = read_ucr_tsv(path)
+            return _split_single(stem, X, y, val_fraction, seed, test_fraction)
+        Xtr, ytr = read_ucr_tsv(path.with_name(f"{base}_TRAIN.tsv"))
+        Xte, yte = read_ucr_tsv(path.with_name(f"{base}_TEST.tsv"))
+        return _assemble(base, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed)
+    if path.suffix == ".pt":
+        parts = {s: read_pt(path.with_name(f"{s}.pt")) for s in ("train", "val", "test")
+                 if path.with_name(f"{s}.pt").exists()}
+        if "train" not in parts or "test" not in parts:
+            raise FileNotFoundError(f"{path.parent} needs train.pt and test.pt (val.pt optional)")
+        va = parts.get("val", (None, None))
+        return _assemble(path.parent.name, *parts["train"], *parts["test"], *va, val_fraction=val_fraction, seed=seed)
+    if path.suffix == ".npz":
+        z = np.load(path, allow_pickle=False)
+        keys = set(z.files)
+        fix = lambda X: np.asarray(X, dtype=np.float32)[:, None, :] if np.ndim(X) == 2 else np.asarray(X, np.float32)  # noqa: E731
+        if {"X_train", "y_train", "X_test", "y_test"} <= keys:
+            va = (fix(z["X_val"]), z["y_val"]) if {"X_val", "y_val"} <= keys else (None, None)
+            return _assemble(stem, fix(z["X_train"]), z["y_train"], fix(z["X_test"]), z["y_test"], *va,
+                             val_fraction=val_fraction, seed=seed)
+        if {"X", "y"} <= keys:
+            return _split_single(stem, fix(z["X"]), z["y"], val_fraction, seed, test_fraction)
+        raise ValueError(f"{path}: expected arrays X_train, y_train, X_test, y_test (or X, y); found {sorted(keys)}")
+    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .tsv, .npz or .pt")
+
+
+def _split_single(name, X, y, val_fraction, seed, test_fraction) -> Dataset:
+    ystr = np.array([str(v) for v in y], dtype=object)
+    keep, held = stratified_split(ystr, test_fraction, seed + 10_000)   # test split, own seed stream
+    return _assemble(name, X[keep], ystr[keep], X[held], ystr[held], val_fraction=val_fraction, seed=seed)
+
+
+def make_synthetic(n_train: int = 48, n_test: int = 48, length: int = 64, channels: int = 1,
+                   n_classes: int = 3, seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+    """A tiny labelled set for tests and quick looks: class k is a noisy sine of frequency k+1."""
+    rng = np.random.default_rng(1234)            # the data itself does not depend on `seed`
+    def draw(n):
+        y = np.arange(n) % n_classes
+        t = np.linspace(0, 1, length)
+        phase = rng.uniform(0, 2 * np.pi, (n, channels, 1))
+        X = np.sin(2 * np.pi * (y[:, None, None] + 1) * t + phase) + 0.3 * rng.standard_normal((n, channels, length))
+        return X.astype(np.float32), y.astype(str)
+    Xtr, ytr = draw(n_train)
+    Xte, yte = draw(n_test)
+    return _assemble(SYNTHETIC, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed)
+
+
+def standardize(ds: Dataset, per: str = "channel") -> Dataset:
+    """Z-normalise every split with TRAIN statistics only (NaN-aware).
+    per='channel': one mean/std per channel over all training series and steps;
+    per='global': one mean/std over everything in train."""
+    axes = (0, 2) if per == "channel" else (0, 1, 2)
+    mu = np.nanmean(ds.X_train, axis=axes, keepdims=True)
+    sd = np.nanstd(ds.X_train, axis=axes, keepdims=True)
+    sd = np.where(sd > 0, sd, 1.0)
+    f = lambda X: ((X - mu) / sd).astype(np.float32)    # noqa: E731
+    return replace(ds, X_train=f(ds.X_train), X_val=f(ds.X_val), X_test=f(ds.X_test))
+
+
+if __name__ == "__main__":
+    # python data.py GunPoint [data_dir]   downloads (if needed) and prints a summary
+    if len(sys.argv) < 2:
+        print(f"usage: python data.py NAME [DATA_DIR]   ({len(list_datasets())} names: data.list_datasets())")
+        sys.exit(1)
+    d = load_dataset(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    print(d)

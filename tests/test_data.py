@@ -1,0 +1,207 @@
+"""data.py on the real files in ../shared/data, and its checks at the door."""
+import numpy as np
+import pytest
+import torch
+
+import data
+
+# name: (n_train, n_test, channels, max length, classes), from ../shared/data/README.md and SOURCES.md
+UCR_UEA = {
+    "GunPoint": (50, 150, 1, 150, 2),
+    "ArrowHead": (36, 175, 1, 251, 3),
+    "ItalyPowerDemand": (67, 1029, 1, 24, 2),
+    "OSULeaf": (200, 242, 1, 427, 6),
+    "ACSF1": (100, 100, 1, 1460, 10),
+    "BasicMotions": (40, 40, 6, 100, 4),
+    "JapaneseVowels": (270, 370, 12, 29, 9),
+    "PickupGestureWiimoteZ": (50, 50, 1, 361, 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UCR_UEA))
+def test_real_ucr_uea_files(shared_data, name):
+    n_tr, n_te, c, L, k = UCR_UEA[name]
+    ds = data.load_dataset(name, data_dir=shared_data, val_fraction=0)
+    assert ds.X_train.shape == (n_tr, c, L) and ds.X_test.shape == (n_te, c, L)
+    assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert ds.n_classes == k and len(ds.X_val) == 0
+    assert set(np.unique(ds.y_train)) == set(range(k))
+    assert ds.y_test.min() >= 0 and ds.y_test.max() < k
+    # NaN appears only as end padding: every series is observed up to its length and not after
+    for X, lens in ((ds.X_train, ds.len_train), (ds.X_test, ds.len_test)):
+        t = np.arange(X.shape[2])
+        obs = ~np.isnan(X).all(axis=1)
+        assert (obs == (t[None, :] < lens[:, None])).all()
+
+
+def test_label_strings_and_order(shared_data):
+    ds = data.load_dataset("BasicMotions", data_dir=shared_data, val_fraction=0)
+    assert ds.class_names == ["Badminton", "Running", "Standing", "Walking"]  # sorted training labels
+    raw = data.read_ts(shared_data / "ucr_uea/BasicMotions/BasicMotions_TRAIN.ts")[2]
+    assert [ds.class_names[i] for i in ds.y_train] == list(raw)
+    # numeric labels sort as numbers, not strings
+    assert data._label_order(["10", "2", "1"]) == ["1", "2", "10"]
+
+
+def test_variable_length_japanese_vowels(shared_data):
+    ds = data.load_dataset("JapaneseVowels", data_dir=shared_data, val_fraction=0)
+    assert ds.variable_length
+    assert ds.len_train.min() == 7 and ds.len_train.max() == 26
+    assert ds.len_test.min() == 7 and ds.len_test.max() == 29
+    # lengths agree with a count of the comma-separated values on each data line
+    lines = [l for l in open(shared_data / "ucr_uea/JapaneseVowels/JapaneseVowels_TRAIN.ts")
+             if l.strip() and not l.startswith(("#", "@"))]
+    assert [len(l.split(":")[0].split(",")) for l in lines] == ds.len_train.tolist()
+    assert np.isnan(ds.X_train[ds.len_train < 29][:, :, -1]).all()
+
+
+def test_aeon_equal_length_variants_as_user_files(shared_data):
+    d = data.load_dataset(str(shared_data / "ucr_uea_aeon_variants/JapaneseVowels/JapaneseVowels_eq_TRAIN.ts"),
+                          val_fraction=0)
+    assert d.X_train.shape[:2] == (270, 12) and not d.variable_length and d.n_classes == 9
+    c = data.load_dataset(str(shared_data / "ucr_uea_aeon_variants/Covid3Month_disc/Covid3Month_disc_TEST.ts"))
+    assert c.n_classes == 3 and c.class_names == ["0.0", "1.0", "2.0"]
+
+
+@pytest.mark.parametrize("name", ["GunPoint", "ArrowHead"])
+def test_tsv_copy_gives_identical_arrays(shared_data, name):
+    X_ts, _, y_ts, _ = data.read_ts(shared_data / f"ucr_uea/{name}/{name}_TRAIN.ts")
+    X_tsv, y_tsv = data.read_ucr_tsv(shared_data / f"ucr_uea_alt_formats/{name}/{name}_TRAIN.tsv")
+    np.testing.assert_array_equal(X_ts, X_tsv)
+    assert [float(v) for v in y_ts] == [float(v) for v in y_tsv]
+
+
+@pytest.mark.parametrize("rel,shape", [
+    ("tfc/Epilepsy/train.pt", (60, 1, 178)), ("tfc/Epilepsy/val.pt", (20, 1, 178)),
+    ("tfc/HAR/val.pt", (1471, 3, 206)), ("tfc/Gesture/train.pt", (320, 3, 206)),
+    ("tfc/Gesture/val.pt", (120, 3, 206)), ("tfc/Gesture/test.pt", (120, 3, 206))])
+def test_real_tfc_files(shared_data, rel, shape):
+    X, y = data.read_pt(shared_data / rel)
+    assert X.shape == shape and X.dtype == np.float32 and y.dtype == np.int64 and len(y) == shape[0]
+    assert np.isfinite(X).all()
+
+
+def test_tfc_release_by_name(shared_data):
+    ds = data.load_dataset("Gesture", data_dir=shared_data)
+    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (320, 120, 120)   # release's own val
+    assert ds.X_train.shape[1:] == (3, 206) and ds.n_classes == 8
+    # the name "Epilepsy" is the UEA problem; the TF-C release is "TFC-Epilepsy"
+    assert "TFC-Epilepsy" in data.list_datasets("tfc") and "Epilepsy" in data.list_datasets("uea")
+
+
+def test_registry_sizes_and_unknown_names():
+    assert len(data.list_datasets("ucr")) == 128 and len(data.list_datasets("uea")) == 30
+    assert len(data.list_datasets("tfc")) == 8 and len(data.list_datasets("tser")) == 19
+    assert len(set(data.list_datasets())) == len(data.list_datasets())
+    with pytest.raises(ValueError, match="GunPoint"):
+        data.load_dataset("GunPont")
+    with pytest.raises(ValueError, match="SleepEEG"):
+        data.load_dataset("SleepEG")
+    assert data._resolve_name("gunpoint") == "GunPoint"
+    with pytest.raises(ValueError, match="loader is not written yet"):
+        data.load_dataset("HARTH")
+
+
+def test_validation_is_stratified_and_from_train_only(shared_data):
+    full = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0)
+    ds = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(ds.X_test, full.X_test)                 # test untouched
+    both = np.concatenate([ds.X_train, ds.X_val])
+    assert len(both) == len(full.X_train)
+    key = lambda X: sorted(map(bytes, np.nan_to_num(X).reshape(len(X), -1)))
+    assert key(both) == key(full.X_train)                                  # a partition of train
+    for c in range(ds.n_classes):                                          # every class in val
+        n = (full.y_train == c).sum()
+        assert (ds.y_val == c).sum() == max(1, round(0.2 * n))
+    again = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(again.y_val, ds.y_val)
+    other = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=4)
+    assert not np.array_equal(other.X_val, ds.X_val)
+
+
+def test_stratified_split_keeps_one_of_each():
+    y = np.array([0, 0, 1, 2, 2, 2])
+    keep, held = data.stratified_split(y, 0.5, seed=0)
+    assert set(y[keep]) == {0, 1, 2}               # singleton class 1 stays in train
+    assert set(y[held]) == {0, 2}
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(y)
+
+
+def test_standardize_uses_train_statistics_only():
+    ds = data.make_synthetic()
+    shifted = data.Dataset(**{**ds.__dict__, "X_test": ds.X_test + 100})
+    z = data.standardize(shifted)
+    assert abs(np.nanmean(z.X_train)) < 1e-5 and abs(np.nanstd(z.X_train) - 1) < 1e-4
+    assert np.nanmean(z.X_test) > 50               # test shift survives: no test statistics used
+
+
+def test_user_npz_and_pt(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 2, 30)), np.repeat(["a", "b"], 20)
+    np.savez(tmp_path / "mine.npz", X=X, y=y)
+    ds = data.load_dataset(str(tmp_path / "mine.npz"))
+    assert ds.class_names == ["a", "b"] and ds.X_train.shape[1:] == (2, 30)
+    assert len(ds.X_train) + len(ds.X_val) + len(ds.X_test) == 40
+    np.savez(tmp_path / "split.npz", X_train=X[:30, 0], y_train=y[:30], X_test=X[30:, 0], y_test=y[30:])
+    ds2 = data.load_dataset(str(tmp_path / "split.npz"), val_fraction=0)
+    assert ds2.X_train.shape == (30, 1, 30) and len(ds2.X_test) == 10
+    for s, sl in (("train", slice(0, 30)), ("test", slice(30, 40))):
+        torch.save({"samples": torch.tensor(X[sl]), "labels": torch.tensor((y[sl] == "b").astype(int))},
+                   tmp_path / f"{s}.pt")
+    ds3 = data.load_dataset(str(tmp_path / "train.pt"))
+    assert ds3.X_train.shape[1:] == (2, 30) and ds3.n_classes == 2
+
+
+def test_pt_that_needs_pickle_is_refused_clearly(tmp_path):
+    from fractions import Fraction   # any class outside torch's allow-list needs pickle to load
+    torch.save({"samples": Fraction(1, 2), "labels": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="needs Python pickle"):
+        data.read_pt(tmp_path / "bad.pt")
+
+
+def test_bad_input_is_refused_at_the_door(tmp_path):
+    y = np.array(["a", "b"] * 5)
+    X = np.zeros((10, 1, 8))
+    X[3] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=y)
+    with pytest.raises(ValueError, match="entirely missing"):
+        data.load_dataset(str(tmp_path / "nan.npz"))
+    X[3] = np.inf
+    np.savez(tmp_path / "inf.npz", X=X, y=y)
+    with pytest.raises(ValueError, match="inf"):
+        data.load_dataset(str(tmp_path / "inf.npz"))
+    np.savez(tmp_path / "rank.npz", X=np.zeros((10, 1, 2, 8)), y=y)
+    with pytest.raises(ValueError, match=r"\(N, C, L\)"):
+        data.load_dataset(str(tmp_path / "rank.npz"))
+    np.savez(tmp_path / "unseen.npz", X_train=np.zeros((4, 8)), y_train=["a", "a", "b", "b"],
+             X_test=np.zeros((2, 8)), y_test=["a", "c"])
+    with pytest.raises(ValueError, match="'c' never occurs in train"):
+        data.load_dataset(str(tmp_path / "unseen.npz"))
+    np.savez(tmp_path / "tiny.npz", X_train=np.zeros((1, 8)), y_train=["a"], X_test=np.zeros((1, 8)), y_test=["a"])
+    with pytest.raises(ValueError, match="at least 2"):
+        data.load_dataset(str(tmp_path / "tiny.npz"))
+    with pytest.raises(FileNotFoundError):
+        data.load_dataset(str(tmp_path / "nothing.npz"))
+
+
+def test_ts_parser_features(tmp_path):
+    """Missing values, unequal lengths, regression targets, comments, labels with spaces around."""
+    (tmp_path / "r_TRAIN.ts").write_text(
+        "# comment\n@problemName r\n@timeStamps false\n@missing true\n@univariate false\n@dimensions 2\n"
+        "@equalLength false\n@targetlabel true\n@data\n1,2,?,4:5,6,7,8:0.5\n1,2:3,4:1.25\n\n1,2,3:4,5,6:-2\n")
+    (tmp_path / "r_TEST.ts").write_text((tmp_path / "r_TRAIN.ts").read_text())
+    X, lens, y, h = data.read_ts(tmp_path / "r_TRAIN.ts")
+    assert X.shape == (3, 2, 4) and lens.tolist() == [4, 2, 3]
+    assert np.isnan(X[0, 0, 2]) and X[0, 1, 3] == 8 and np.isnan(X[1, :, 2:]).all()
+    assert [float(v) for v in y] == [0.5, 1.25, -2.0]
+    ds = data.load_dataset(str(tmp_path / "r_TRAIN.ts"), val_fraction=0)
+    assert ds.task == "regression" and (ds.y_train == -1).all() and ds.n_classes == 0
+    (tmp_path / "bad.ts").write_text("@data\n1,2:3\n1,2\n")
+    with pytest.raises(ValueError, match="bad.ts:3"):
+        data.read_ts(tmp_path / "bad.ts")
+
+
+def test_synthetic_is_deterministic_and_labelled():
+    a, b = data.load_dataset("synthetic"), data.load_dataset("synthetic")
+    np.testing.assert_array_equal(a.X_train, b.X_train)
+    assert a.n_classes == 3 and a.X_train.dtype == np.float32 and len(a.X_val) > 0

@@ -1,0 +1,251 @@
+"""Downloads through TS_DATA_MIRROR against a loopback HTTP server with injected faults.
+
+The server serves zips built from the real files in ../shared/data at the real hosts' paths
+(<mirror>/<host>/<path>), so data.py runs exactly the code a user runs against the real hosts.
+"""
+import io
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data
+
+UCR_HOST = "timeseriesclassification.com/aeon-toolkit"
+
+
+class Mirror:
+    """Serves {path: bytes}; `faults[path]` is a list of faults consumed one per request."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[tuple[str, dict]] = []
+        mirror = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0].lstrip("/")
+                mirror.requests.append((self.path, dict(self.headers)))
+                fault = mirror.faults.get(path, []).pop(0) if mirror.faults.get(path) else None
+                body = mirror.files.get(path)
+                if fault == "500":
+                    return self._send(500, b"server error", "text/plain")
+                if fault == "html":
+                    return self._send(200, b"<!DOCTYPE html><html><body>Please log in</body></html>", "text/html")
+                if body is None:
+                    return self._send(404, b"not found", "text/plain")
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0])
+                status = 206 if start else 200
+                part = body[start:]
+                self.send_response(status)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(part)))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                if fault == "truncate":                  # promise everything, send 40%, hang up
+                    self.wfile.write(part[: len(part) * 2 // 5])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if fault == "stall":                     # send a little, then go silent
+                    self.wfile.write(part[:100])
+                    self.wfile.flush()
+                    time.sleep(2.0)
+                    self.close_connection = True
+                    return
+                self.wfile.write(part)
+
+            def _send(self, code, body, ctype):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            zf.writestr(name, content)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def mirror(monkeypatch, shared_data, tmp_path):
+    m = Mirror()
+    gp = shared_data / "ucr_uea/GunPoint"
+    bm = shared_data / "ucr_uea/BasicMotions"
+    ge = shared_data / "tfc/Gesture"
+    # GunPoint: files at the zip's top level; BasicMotions: inside one folder (both occur on the host)
+    m.files[f"{UCR_HOST}/GunPoint.zip"] = _zip({p.name: p.read_bytes() for p in gp.glob("*.ts")})
+    m.files[f"{UCR_HOST}/BasicMotions.zip"] = _zip({f"BasicMotions/{p.name}": p.read_bytes() for p in bm.glob("*.ts")})
+    m.files["figshare.com/ndownloader/articles/19930247/versions/1"] = _zip({p.name: p.read_bytes() for p in ge.glob("*.pt")})
+    reg = "@problemName Covid3Month\n@timeStamps false\n@univariate true\n@targetlabel true\n@data\n"
+    for split, rows in (("TRAIN", "1,2,3:0.5\n2,3,4:0.7\n3,4,5:0.1\n"), ("TEST", "1,1,1:0.2\n")):
+        m.files[f"zenodo.org/records/18484843/files/Covid3Month_{split}.ts"] = (reg + rows).encode()
+    monkeypatch.setenv("TS_DATA_MIRROR", m.url)
+    monkeypatch.setattr(data, "BACKOFF", 0.0)
+    monkeypatch.setattr(data, "TIMEOUT", (2.0, 0.5))
+    m.cache = tmp_path / "cache"
+    yield m
+    m.close()
+
+
+def _assert_clean(cache: Path):
+    """No temporary or partial files anywhere in the cache."""
+    leftovers = [p for p in cache.rglob("*") if p.name.endswith(".part") or ".extract." in p.name]
+    assert leftovers == []
+
+
+def test_download_verify_and_second_load_is_offline(mirror, shared_data):
+    ds = data.load_dataset("GunPoint", data_dir=mirror.cache, val_fraction=0)
+    ref = data.load_dataset("GunPoint", data_dir=shared_data, val_fraction=0)
+    np.testing.assert_array_equal(ds.X_train, ref.X_train)
+    np.testing.assert_array_equal(ds.y_test, ref.y_test)
+    assert mirror.requests[0][0] == f"/{UCR_HOST}/GunPoint.zip"
+    assert mirror.requests[0][1]["User-Agent"].startswith("timeseries-ssl/")
+    manifest = data._read_manifest(mirror.cache)
+    entry = manifest["ucr_uea/GunPoint/GunPoint.zip"]
+    assert entry["sha256"] == data._sha256(mirror.cache / "ucr_uea/GunPoint/GunPoint.zip")
+    assert entry["url"] == "https://timeseriesclassification.com/aeon-toolkit/GunPoint.zip"
+    n = len(mirror.requests)
+    data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert len(mirror.requests) == n                     # second load: no network access
+    _assert_clean(mirror.cache)
+
+
+def test_zip_with_one_folder_and_tfc_release(mirror, shared_data):
+    ds = data.load_dataset("BasicMotions", data_dir=mirror.cache)
+    assert ds.X_train.shape[1:] == (6, 100) and ds.n_classes == 4
+    g = data.load_dataset("Gesture", data_dir=mirror.cache)
+    assert (len(g.X_train), len(g.X_val), len(g.X_test)) == (320, 120, 120)
+    assert (mirror.cache / "tfc/Gesture/train.pt").exists()
+
+
+def test_tser_files_keep_query_string(mirror):
+    ds = data.load_dataset("Covid3Month", data_dir=mirror.cache, val_fraction=0)
+    assert ds.task == "regression" and ds.targets["train"].tolist() == [0.5, 0.7, 0.1]
+    assert any(p.endswith("Covid3Month_TRAIN.ts?download=1") for p, _ in mirror.requests)
+
+
+def test_truncated_body_is_resumed(mirror, shared_data):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["truncate"]
+    ds = data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert ds.X_test.shape == (150, 1, 150)
+    assert len(mirror.requests) == 2 and mirror.requests[1][1].get("Range", "").startswith("bytes=")
+    _assert_clean(mirror.cache)
+
+
+def test_server_error_then_success(mirror):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["500", "500"]
+    data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert len(mirror.requests) == 3
+
+
+def test_stalled_response_times_out_and_retries(mirror):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["stall"]
+    t = time.time()
+    data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert time.time() - t < 10 and len(mirror.requests) == 2
+    _assert_clean(mirror.cache)
+
+
+def test_persistent_failure_leaves_nothing_and_says_where_to_put_the_file(mirror):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["500"] * data.RETRIES
+    with pytest.raises(data.DownloadError) as e:
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    msg = str(e.value)
+    assert f"{mirror.url}/{UCR_HOST}/GunPoint.zip" in msg
+    assert str(mirror.cache / "ucr_uea" / "GunPoint" / "GunPoint.zip") in msg
+    assert not (mirror.cache / "ucr_uea/GunPoint/GunPoint.zip").exists()
+    _assert_clean(mirror.cache)
+
+
+def test_corrupt_zip_is_removed_and_reported(mirror):
+    good = mirror.files[f"{UCR_HOST}/GunPoint.zip"]
+    mirror.files[f"{UCR_HOST}/GunPoint.zip"] = good[:200] + bytes(len(good) - 200)
+    with pytest.raises(data.DownloadError, match="not a valid zip|CRC"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert not (mirror.cache / "ucr_uea/GunPoint/GunPoint.zip").exists()
+    assert "ucr_uea/GunPoint/GunPoint.zip" not in data._read_manifest(mirror.cache)
+    _assert_clean(mirror.cache)
+
+
+def test_zip_with_parent_path_is_refused(mirror, shared_data):
+    mirror.files[f"{UCR_HOST}/GunPoint.zip"] = _zip({
+        "../evil.ts": b"x", "GunPoint_TRAIN.ts": b"@data\n1,2:1\n", "GunPoint_TEST.ts": b"@data\n1,2:1\n"})
+    with pytest.raises(data.DownloadError, match="unsafe path"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert not list(mirror.cache.rglob("*.ts")) and not (mirror.cache / "ucr_uea/evil.ts").exists()
+    assert not (mirror.cache / "ucr_uea/GunPoint/GunPoint.zip").exists()
+    _assert_clean(mirror.cache)
+
+
+def test_html_page_with_status_200_is_refused(mirror):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["html"] * data.RETRIES
+    with pytest.raises(data.DownloadError, match="HTML page"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert not list(mirror.cache.rglob("*.zip"))
+    _assert_clean(mirror.cache)
+
+
+def test_missing_file_is_not_retried(mirror):
+    with pytest.raises(data.DownloadError, match="HTTP 404"):
+        data.load_dataset("Coffee", data_dir=mirror.cache)
+    assert len(mirror.requests) == 1
+
+
+def test_changed_archive_fails_verification(mirror):
+    data.load_dataset("GunPoint", data_dir=mirror.cache)
+    z = mirror.cache / "ucr_uea/GunPoint/GunPoint.zip"
+    z.write_bytes(z.read_bytes() + b"tampered")
+    with pytest.raises(data.DownloadError, match="changed since it was downloaded"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+
+
+def test_zip_placed_by_hand_is_used_offline(monkeypatch, tmp_path, shared_data):
+    """No network, no mirror: a zip saved where the error message says is extracted and recorded."""
+    monkeypatch.setenv("TS_DATA_MIRROR", "http://127.0.0.1:9")          # nothing listens there
+    monkeypatch.setattr(data, "BACKOFF", 0.0)
+    monkeypatch.setattr(data, "TIMEOUT", (1.0, 1.0))
+    cache = tmp_path / "hand"
+    with pytest.raises(data.DownloadError, match="save it as"):
+        data.load_dataset("ArrowHead", data_dir=cache)
+    dest = cache / "ucr_uea/ArrowHead/ArrowHead.zip"
+    dest.write_bytes(_zip({p.name: p.read_bytes() for p in (shared_data / "ucr_uea/ArrowHead").glob("*.ts")}))
+    ds = data.load_dataset("ArrowHead", data_dir=cache)
+    assert ds.n_classes == 3
+    assert data._read_manifest(cache)["ucr_uea/ArrowHead/ArrowHead.zip"]["sha256"] == data._sha256(dest)
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TS_DATA_DIR", str(tmp_path / "x"))
+    assert data.data_home() == tmp_path / "x"
+    monkeypatch.delenv("TS_DATA_DIR")
+    assert data.data_home() == Path.home() / ".cache" / "timeseries-ssl"
+    monkeypatch.setenv("TS_DATA_MIRROR", "http://m.local/base/")
+    assert data.mirrored("https://zenodo.org/records/1/files/a.ts?download=1") == \
+        "http://m.local/base/zenodo.org/records/1/files/a.ts?download=1"
