@@ -300,6 +300,10 @@ def _read_manifest(home: Path) -> dict:
 def _record(home: Path, key: str, entry: dict) -> None:
     m = _read_manifest(home)
     m[key] = entry
+    _write_manifest(home, m)
+
+
+def _write_manifest(home: Path, m: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=home, prefix=".manifest.", suffix=".part")
     with os.fdopen(fd, "w") as fh:
         json.dump(m, fh, indent=1, sort_keys=True)
@@ -382,19 +386,24 @@ def fetch(name: str, data_dir=None) -> Path:
                 _verify(home, target, url)
             if all((folder / w).exists() for w in wanted):
                 continue                       # extracted (or put here by hand): nothing to fetch
+            digest = None
             if not target.exists():
                 try:
                     digest = download(url, target, expect="zip")
                 except (DownloadError, OSError) as e:
                     raise DownloadError(f"{e}\n" + _manual_hint(mirrored(url), target, folder, wanted)) from None
-                _record(home, target.relative_to(home).as_posix(),
-                        {"url": url, "sha256": digest, "bytes": target.stat().st_size,
-                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             try:
                 _safe_extract(target, wanted, folder)
             except DownloadError:
-                target.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)          # an archive we cannot use is not kept
+                m = _read_manifest(home)
+                if m.pop(target.relative_to(home).as_posix(), None) is not None:
+                    _write_manifest(home, m)
                 raise
+            if digest is not None:                      # recorded only once it proved usable
+                _record(home, target.relative_to(home).as_posix(),
+                        {"url": url, "sha256": digest, "bytes": target.stat().st_size,
+                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         else:
             if target.exists():
                 _verify(home, target, url)

@@ -201,6 +201,7 @@ def test_zip_with_parent_path_is_refused(mirror, shared_data):
         data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert not list(mirror.cache.rglob("*.ts")) and not (mirror.cache / "ucr_uea/evil.ts").exists()
     assert not (mirror.cache / "ucr_uea/GunPoint/GunPoint.zip").exists()
+    assert data._read_manifest(mirror.cache) == {}
     _assert_clean(mirror.cache)
 
 
