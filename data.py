@@ -467,14 +467,44 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         raise ValueError(f"{path}: no @data line; is this a .ts file?")
     if not cases:
         raise ValueError(f"{path}: no cases after @data")
+    X, lengths = _stack(cases)
+    y = np.array(labels, dtype=object) if labels else np.array([None] * len(cases), dtype=object)
+    return X, lengths, y, header
+
+
+def _stack(cases: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Cases of per-dimension 1-D arrays -> X (N, C, L) float32 NaN-padded at the end, lengths (N,)."""
     n, c = len(cases), len(cases[0])
     lengths = np.array([max(len(d) for d in case) for case in cases], dtype=np.int64)
     X = np.full((n, c, int(lengths.max())), np.nan, dtype=np.float32)
     for i, case in enumerate(cases):
         for j, d in enumerate(case):
             X[i, j, :len(d)] = d
-    y = np.array(labels, dtype=object) if labels else np.array([None] * n, dtype=object)
-    return X, lengths, y, header
+    return X, lengths
+
+
+def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
+    """UCR/UEA .arff: univariate rows `v1,...,vL,label`, or multivariate relational rows
+    `'ch1 values\\nch2 values...',label` (channels separated by a literal backslash-n)."""
+    cases, labels, in_data = [], [], False
+    for lineno, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
+        line = line.strip()
+        if not line or line.startswith("%"):
+            continue
+        if not in_data:
+            in_data = line.lower().startswith("@data")
+            continue
+        body, _, label = line.rpartition(",")
+        labels.append(label.strip().strip("'\""))
+        parts = body.strip().strip("'").split("\\n") if body.lstrip().startswith("'") else [body]
+        try:
+            cases.append([np.array(p.replace("?", "nan").split(","), dtype=np.float64) for p in parts])
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: cannot parse values ({e})") from None
+    if not cases:
+        raise ValueError(f"{path}: no data rows after @data")
+    X, _ = _stack(cases)
+    return X, np.array(labels, dtype=object)
 
 
 def read_ucr_tsv(path) -> tuple[np.ndarray, np.ndarray]:
@@ -619,7 +649,7 @@ def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int 
     none (TF-C releases have one). The test split is always the official one, untouched.
     Nothing is normalised here; see `standardize`.
     """
-    if os.sep in str(name) or str(name).endswith((".ts", ".npz", ".pt", ".tsv")):
+    if os.sep in str(name) or str(name).endswith((".ts", ".npz", ".pt", ".tsv", ".arff")):
         return load_file(name, val_fraction=val_fraction, seed=seed)
     if str(name).lower() == SYNTHETIC:
         return make_synthetic(seed=seed, val_fraction=val_fraction)
@@ -646,7 +676,8 @@ def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int 
 def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """A user's own file.
 
-    .ts   `<stem>_TRAIN.ts` with `<stem>_TEST.ts` beside it (either may be given).
+    .ts   `<stem>_TRAIN.ts` with `<stem>_TEST.ts` beside it (either may be given); the same
+          for UCR-2018 .tsv and UCR/UEA .arff pairs. A single file alone is split as .npz X, y is.
     .npz  arrays X_train, y_train, X_test, y_test (optionally X_val, y_val), X as (N, C, L) or (N, L);
           or just X, y, in which case a stratified, seeded test split of `test_fraction` is carved.
     .pt   a TF-C-style dict of 'samples', 'labels' with train.pt / test.pt (/ val.pt) beside it.
@@ -669,12 +700,13 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
         Xte, _, yte, _ = read_ts(te)
         task = "regression" if h.get("targetlabel", "false").lower() == "true" else "classification"
         return _assemble(base, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed, task=task)
-    if path.suffix == ".tsv":
+    if path.suffix in (".tsv", ".arff"):
+        reader = read_ucr_tsv if path.suffix == ".tsv" else read_arff
         if base is None:
-            X, y = read_ucr_tsv(path)
+            X, y = reader(path)
             return _split_single(stem, X, y, val_fraction, seed, test_fraction)
-        Xtr, ytr = read_ucr_tsv(path.with_name(f"{base}_TRAIN.tsv"))
-        Xte, yte = read_ucr_tsv(path.with_name(f"{base}_TEST.tsv"))
+        Xtr, ytr = reader(path.with_name(f"{base}_TRAIN{path.suffix}"))
+        Xte, yte = reader(path.with_name(f"{base}_TEST{path.suffix}"))
         return _assemble(base, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed)
     if path.suffix == ".pt":
         parts = {s: read_pt(path.with_name(f"{s}.pt")) for s in ("train", "val", "test")
@@ -694,7 +726,7 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
         if {"X", "y"} <= keys:
             return _split_single(stem, fix(z["X"]), z["y"], val_fraction, seed, test_fraction)
         raise ValueError(f"{path}: expected arrays X_train, y_train, X_test, y_test (or X, y); found {sorted(keys)}")
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .tsv, .npz or .pt")
+    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .arff, .tsv, .npz or .pt")
 
 
 def _split_single(name, X, y, val_fraction, seed, test_fraction) -> Dataset:

@@ -71,6 +71,23 @@ def test_tsv_copy_gives_identical_arrays(shared_data, name):
     assert [float(v) for v in y_ts] == [float(v) for v in y_tsv]
 
 
+@pytest.mark.parametrize("name,split", [("GunPoint", "TRAIN"), ("ItalyPowerDemand", "TEST"), ("ArrowHead", "TEST"),
+                                        ("ItalyPowerDemand", "TRAIN"), ("BasicMotions", "TRAIN"),
+                                        ("BasicMotions", "TEST")])
+def test_arff_copy_gives_identical_arrays(shared_data, name, split):
+    X_ts, _, y_ts, _ = data.read_ts(shared_data / f"ucr_uea/{name}/{name}_{split}.ts")
+    X_arff, y_arff = data.read_arff(shared_data / f"ucr_uea_alt_formats/{name}/{name}_{split}.arff")
+    np.testing.assert_array_equal(X_ts, X_arff)
+    assert list(y_ts) == list(y_arff)
+
+
+def test_arff_pair_as_user_file(shared_data):
+    a = data.load_dataset(str(shared_data / "ucr_uea_alt_formats/BasicMotions/BasicMotions_TEST.arff"), val_fraction=0)
+    b = data.load_dataset("BasicMotions", data_dir=shared_data, val_fraction=0)
+    np.testing.assert_array_equal(a.X_train, b.X_train)
+    assert a.class_names == b.class_names and (a.y_test == b.y_test).all()
+
+
 @pytest.mark.parametrize("rel,shape", [
     ("tfc/Epilepsy/train.pt", (60, 1, 178)), ("tfc/Epilepsy/val.pt", (20, 1, 178)),
     ("tfc/HAR/val.pt", (1471, 3, 206)), ("tfc/Gesture/train.pt", (320, 3, 206)),
