@@ -767,5 +767,7 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         print(f"usage: python data.py NAME [DATA_DIR]   ({len(list_datasets())} names: data.list_datasets())")
         sys.exit(1)
-    d = load_dataset(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
-    print(d)
+    try:
+        print(load_dataset(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
+    except (ValueError, FileNotFoundError, DownloadError) as err:
+        sys.exit(f"error: {err}")
