@@ -153,7 +153,14 @@ def make_run_dir(out_dir, dataset: str, method: str, seed: int) -> Path:
 def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
     """Atomic save of {'state_dict', 'args'}: tensors and plain data only, no pickled classes."""
     import torch
-    args = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else args
+    if dataclasses.is_dataclass(args):
+        args = dataclasses.asdict(args)
+    elif isinstance(args, argparse.Namespace):
+        args = vars(args)
+    args = json.loads(json.dumps(args, default=_json_default))       # plain data only: loadable with weights_only
+    bad = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
+    if bad:
+        raise TypeError(f"save_checkpoint takes a module state_dict (name -> tensor); {bad[:3]} are not tensors")
     payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "args": args}
     _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
 

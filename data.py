@@ -25,15 +25,19 @@ Files put there by hand are used as they are. `TS_DATA_MIRROR=<base URL>` sends 
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -204,8 +208,9 @@ def _sha256(path: Path) -> str:
 
 
 def _looks_like_html(head: bytes) -> bool:
-    h = head.lstrip()[:64].lower()
-    return h.startswith(b"<!doctype html") or h.startswith(b"<html") or h.startswith(b"<?xml") or h.startswith(b"<head")
+    h = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1024].lower()
+    return h.startswith((b"<!doctype", b"<html", b"<!--", b"<head", b"<body", b"<title", b"<?xml")) \
+        or b"<html" in h
 
 
 def _progress(label: str, done: int, total: int | None, last: list) -> None:
@@ -218,12 +223,27 @@ def _progress(label: str, done: int, total: int | None, last: list) -> None:
     print(f"  downloading {label}: {msg}", end=end, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """One process at a time fetches into a folder (seeds started in parallel on a cold cache)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        try:
+            import fcntl
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except ImportError:        # Windows: no advisory lock; parallel first downloads may clash
+            pass
+        yield
+
+
 def download(url: str, dest: Path, expect: str = "zip") -> str:
     """Fetch url (through the mirror, if set) to dest atomically; return its SHA-256.
 
-    Retries with backoff on connection errors, timeouts, 5xx and truncated bodies, resuming the
-    partial file with an HTTP Range request. `expect` ('zip' or 'ts' or 'any') is checked before
-    the file is renamed into place: an HTML page or a corrupt zip is removed and reported.
+    Retries with backoff on connection errors, read timeouts, 5xx and cut-off bodies; a retry
+    resumes the partial file with an HTTP Range request. Before the rename into place the payload
+    is checked (`expect`: 'zip' must be a zip whose members pass their CRC, 'ts' must be a .ts
+    file); an HTML page or a corrupt file is removed and reported. The partial file never survives
+    this call: nothing half-written stays in the cache.
     """
     import requests
 
@@ -237,22 +257,31 @@ def download(url: str, dest: Path, expect: str = "zip") -> str:
             if attempt:
                 time.sleep(BACKOFF * 2 ** (attempt - 1))
             have = part.stat().st_size if part.exists() else 0
-            headers = {"User-Agent": USER_AGENT}
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}   # byte offsets must be raw
             if have:
                 headers["Range"] = f"bytes={have}-"
             try:
                 with requests.get(real, stream=True, timeout=TIMEOUT, headers=headers) as r:
-                    if r.status_code in (429,) or r.status_code >= 500:
+                    if r.status_code == 429 or r.status_code >= 500:
                         last_err = DownloadError(f"HTTP {r.status_code} from {real}")
                         continue
-                    if r.status_code == 416:            # our partial file is already complete or bad
+                    if r.status_code == 416:            # our partial file does not fit: start over
                         part.unlink(missing_ok=True)
                         last_err = DownloadError(f"HTTP 416 from {real}")
                         continue
                     if r.status_code >= 400:
                         raise DownloadError(f"HTTP {r.status_code} from {real}")
-                    if r.status_code != 206:            # server ignored the Range: start over
+                    if r.status_code == 206:            # resumed: the server must continue where we stopped
+                        start = r.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+                        if not start.isdigit() or int(start) != have:
+                            part.unlink(missing_ok=True)
+                            last_err = DownloadError(f"bad Content-Range from {real}")
+                            continue
+                    else:                               # 200: the server ignored the Range, start over
                         have = 0
+                    if "text/html" in r.headers.get("Content-Type", "") and expect != "any":
+                        raise DownloadError(f"{real} returned an HTML page (Content-Type text/html), "
+                                            "not a data file (an error or login page?); nothing was kept.")
                     total = r.headers.get("Content-Length")
                     total = int(total) + have if total is not None else None
                     last = [0.0]
@@ -265,7 +294,10 @@ def download(url: str, dest: Path, expect: str = "zip") -> str:
                         last_err = DownloadError(f"connection closed after {have} of {total} bytes")
                         continue
                 break
-            except requests.RequestException as e:   # connect error, read timeout, reset, ...
+            except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                    requests.exceptions.InvalidURL) as e:
+                raise DownloadError(f"bad URL {real!r} ({e}); check TS_DATA_MIRROR") from None
+            except requests.RequestException as e:     # connect error, read timeout, reset, ...
                 last_err = e
         else:
             raise DownloadError(f"{RETRIES} attempts failed; last error: {last_err}")
@@ -273,12 +305,13 @@ def download(url: str, dest: Path, expect: str = "zip") -> str:
         os.replace(part, dest)
         return _sha256(dest)
     finally:
-        part.unlink(missing_ok=True)              # nothing half-written stays in the cache
+        part.unlink(missing_ok=True)
 
 
 def _check_payload(path: Path, expect: str, url: str) -> None:
+    """Refuse HTML pages, corrupt zips and files that are not .ts where a .ts is expected."""
     with open(path, "rb") as fh:
-        head = fh.read(512)
+        head = fh.read(1024)
     if _looks_like_html(head):
         raise DownloadError(f"{url} returned an HTML page, not a data file (an error or login page?); "
                             "nothing was kept.")
@@ -286,21 +319,20 @@ def _check_payload(path: Path, expect: str, url: str) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 bad = zf.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError) as e:
             raise DownloadError(f"{url} is not a valid zip ({e}); nothing was kept.") from None
         if bad is not None:
             raise DownloadError(f"{url}: zip member {bad!r} fails its CRC check; nothing was kept.")
+    elif expect == "ts":
+        try:
+            read_ts(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DownloadError(f"{url} is not a readable .ts file ({e}); nothing was kept.") from None
 
 
 def _read_manifest(home: Path) -> dict:
     p = home / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else {}
-
-
-def _record(home: Path, key: str, entry: dict) -> None:
-    m = _read_manifest(home)
-    m[key] = entry
-    _write_manifest(home, m)
 
 
 def _write_manifest(home: Path, m: dict) -> None:
@@ -310,17 +342,20 @@ def _write_manifest(home: Path, m: dict) -> None:
     os.replace(tmp, home / "manifest.json")
 
 
-def _verify(home: Path, path: Path, url: str) -> None:
-    """Check a cached archive against the manifest; record it (trust on first use) if unlisted."""
-    key = path.relative_to(home).as_posix()
-    entry = _read_manifest(home).get(key)
-    digest = _sha256(path)
-    if entry is None:
-        _record(home, key, {"url": url, "sha256": digest, "bytes": path.stat().st_size,
-                            "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    elif entry["sha256"] != digest:
-        raise DownloadError(f"{path} has changed since it was downloaded (SHA-256 {digest[:12]}..., "
-                            f"manifest says {entry['sha256'][:12]}...). Delete {path.parent} to download it again.")
+def _update_manifest(home: Path, key: str, entry: dict | None) -> None:
+    """Add (entry) or drop (None) one archive, under a lock so parallel processes don't clash."""
+    with _locked(home):
+        m = _read_manifest(home)
+        if entry is None:
+            m.pop(key, None)
+        else:
+            m[key] = entry
+        _write_manifest(home, m)
+
+
+def _entry(url: str, path: Path, digest: str) -> dict:
+    return {"url": url, "sha256": digest, "bytes": path.stat().st_size,
+            "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _safe_extract(zpath: Path, wanted: list[str], out_dir: Path) -> None:
@@ -355,67 +390,76 @@ def _safe_extract(zpath: Path, wanted: list[str], out_dir: Path) -> None:
 
 
 def _manual_hint(url: str, dest: Path, folder: Path, wanted: list[str]) -> str:
-    return (f"Could not download {url}.\nTo install it by hand, download that URL in a browser and save it as\n"
+    via = f" (tried through the mirror as {mirrored(url)})" if mirrored(url) != url else ""
+    return (f"Could not download {url}{via}.\nTo install it by hand, download that URL in a browser and save it as\n"
             f"  {dest}\nor put {', '.join(wanted)} into\n  {folder}\n"
             f"(or set TS_DATA_DIR to a folder holding <family>/<Name>/..., or TS_DATA_MIRROR to a mirror).")
 
 
+def _sources(name: str, home: Path) -> tuple[Path, list[str], list[tuple[str, str, str]]]:
+    """(folder, files the loader reads, [(url, file name in folder, 'zip' | 'ts')])."""
+    if name in UCR or name in UEA:
+        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
+        return home / "ucr_uea" / name, wanted, [
+            (f"https://timeseriesclassification.com/aeon-toolkit/{name}.zip", f"{name}.zip", "zip")]
+    if name in TFC:
+        url, sub = TFC[name]
+        return home / "tfc" / sub, ["train.pt", "val.pt", "test.pt"], [(url, f"{sub}.zip", "zip")]
+    if name in TSER:
+        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
+        return home / "tser" / name, wanted, [
+            (f"https://zenodo.org/records/{TSER[name]}/files/{w}?download=1", w, "ts") for w in wanted]
+    raise ValueError(f"{name!r} has no downloadable files")
+
+
 def fetch(name: str, data_dir=None) -> Path:
-    """Make sure the files of a registered dataset are in the cache; return their folder."""
+    """Make sure the files of a registered dataset are in the cache; return their folder.
+
+    An archive listed in the manifest is checked against its SHA-256 on every use. An archive put
+    in place by hand is checked like a download (a valid zip, no unsafe paths) and recorded once
+    it has been extracted. Extracted files found without an archive (placed by hand) are used as
+    they are.
+    """
     name = _resolve_name(name)
     home = data_home(data_dir)
-    if name in UCR or name in UEA:
-        folder = home / "ucr_uea" / name
-        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
-        sources = [(f"https://timeseriesclassification.com/aeon-toolkit/{name}.zip", f"{name}.zip", "zip")]
-    elif name in TFC:
-        url, sub = TFC[name]
-        folder = home / "tfc" / sub
-        wanted = ["train.pt", "val.pt", "test.pt"]
-        sources = [(url, f"{sub}.zip", "zip")]
-    elif name in TSER:
-        folder = home / "tser" / name
-        wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
-        sources = [(f"https://zenodo.org/records/{TSER[name]}/files/{w}?download=1", w, "ts") for w in wanted]
-    else:
-        raise ValueError(f"{name!r} has no downloadable files")
-    for url, fname, kind in sources:
-        target = folder / fname
-        if kind == "zip":
-            if target.exists():
-                _verify(home, target, url)
-            if all((folder / w).exists() for w in wanted):
-                continue                       # extracted (or put here by hand): nothing to fetch
-            digest = None
+    folder, wanted, sources = _sources(name, home)
+    if all((folder / w).exists() for w in wanted) and not any((folder / f).exists() for _, f, _ in sources):
+        return folder                                  # files placed by hand (or a read-only copy)
+    with _locked(folder):
+        for url, fname, kind in sources:
+            target = folder / fname
+            key = target.relative_to(home).as_posix()
+            listed = _read_manifest(home).get(key)
+            if target.exists() and listed is not None:
+                digest = _sha256(target)
+                if digest != listed["sha256"]:
+                    raise DownloadError(
+                        f"{target} has changed since it was downloaded (SHA-256 {digest[:12]}..., manifest "
+                        f"says {listed['sha256'][:12]}...). Delete {folder} to download it again.")
+                if kind == "ts" or all((folder / w).exists() for w in wanted):
+                    continue
             if not target.exists():
                 try:
-                    digest = download(url, target, expect="zip")
+                    digest = download(url, target, expect=kind)
                 except (DownloadError, OSError) as e:
-                    raise DownloadError(f"{e}\n" + _manual_hint(mirrored(url), target, folder, wanted)) from None
-            try:
-                _safe_extract(target, wanted, folder)
-            except DownloadError:
-                target.unlink(missing_ok=True)          # an archive we cannot use is not kept
-                m = _read_manifest(home)
-                if m.pop(target.relative_to(home).as_posix(), None) is not None:
-                    _write_manifest(home, m)
-                raise
-            if digest is not None:                      # recorded only once it proved usable
-                _record(home, target.relative_to(home).as_posix(),
-                        {"url": url, "sha256": digest, "bytes": target.stat().st_size,
-                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        else:
-            if target.exists():
-                _verify(home, target, url)
-                continue
-            try:
-                digest = download(url, target, expect=kind)
-            except (DownloadError, OSError) as e:
-                raise DownloadError(f"{e}\n" + _manual_hint(mirrored(url), target, folder, [fname])) from None
-            _record(home, target.relative_to(home).as_posix(),
-                    {"url": url, "sha256": digest, "bytes": target.stat().st_size,
-                     "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                    raise DownloadError(f"{e}\n" + _manual_hint(url, target, folder, wanted)) from None
+            elif listed is None:                       # put here by hand: check it like a download
+                try:
+                    _check_payload(target, kind, str(target))
+                except DownloadError as e:
+                    raise DownloadError(f"{e} Replace {target} with the file from {url}.") from None
+                digest = _sha256(target)
+            if kind == "zip":
+                try:
+                    _safe_extract(target, wanted, folder)
+                except (DownloadError, zipfile.BadZipFile, zlib.error, OSError) as e:
+                    target.unlink(missing_ok=True)     # an archive we cannot use is not kept
+                    _update_manifest(home, key, None)
+                    raise DownloadError(f"{e}\n{target.name} was removed.") from None
+            if listed is None:                         # recorded only once it proved usable
+                _update_manifest(home, key, _entry(url, target, digest))
     return folder
+
 
 
 # --------------------------------------------------------------------------- parsers
@@ -432,7 +476,7 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     cases: list[list[np.ndarray]] = []
     labels: list = []
     in_data = False
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.strip()
             if not line or line.startswith("#"):
@@ -440,8 +484,8 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
             if not in_data:
                 if not line.startswith("@"):
                     raise ValueError(f"{path}:{lineno}: expected a @header or @data before the data")
-                key, _, val = line[1:].partition(" ")
-                key = key.lower()
+                key, *rest = line[1:].split(None, 1)
+                key, val = key.lower(), (rest[0] if rest else "")
                 if key == "data":
                     in_data = True
                     if header.get("timestamps", "false").lower() == "true":
@@ -518,12 +562,29 @@ def read_ucr_tsv(path) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
+_NUMPY_SAFE = re.compile(r"numpy\.(ndarray|dtype|(_core|core)\.multiarray\.(_reconstruct|scalar)|dtypes\.\w+DType)")
+
+
+def _import_global(qualname: str):
+    module, _, attr = qualname.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
 def read_pt(path) -> tuple[np.ndarray, np.ndarray]:
     """TF-C .pt file: dict with 'samples' (N, C, L) or (N, L) and 'labels' (N,); no pickle allowed."""
     import pickle
     import torch
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # Some releases store numpy arrays. Allow numpy's array rebuilders, and nothing else.
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            if not unsafe or not all(_NUMPY_SAFE.fullmatch(g) for g in unsafe):
+                raise
+            dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
+            with torch.serialization.safe_globals([_import_global(g) for g in unsafe] + dtypes):
+                d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ValueError(f"{path} needs Python pickle to load (weights_only=True refused it: {str(e)[:200]}). "
                          "Re-save it as a dict of tensors, e.g. torch.save({'samples': x, 'labels': y}, path), "
@@ -531,10 +592,10 @@ def read_pt(path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(d, dict) or "samples" not in d or "labels" not in d:
         raise ValueError(f"{path}: expected a dict with 'samples' and 'labels', got "
                          f"{type(d).__name__}{' with keys ' + str(list(d)) if isinstance(d, dict) else ''}")
-    X = torch.as_tensor(d["samples"]).float().numpy()
+    X = torch.as_tensor(np.asarray(d["samples"]) if not torch.is_tensor(d["samples"]) else d["samples"]).float().numpy()
     if X.ndim == 2:
         X = X[:, None, :]
-    y = torch.as_tensor(d["labels"]).long().numpy()
+    y = np.asarray(d["labels"]).astype(np.int64) if not torch.is_tensor(d["labels"]) else d["labels"].long().numpy()
     return np.ascontiguousarray(X, dtype=np.float32), y
 
 
@@ -608,37 +669,57 @@ def check_arrays(X: np.ndarray, name: str, split: str) -> None:
 
 
 def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, seed=0,
-              task="classification", targets=None) -> Dataset:
-    """Labels to 0..K-1 (train order), validation carved from train when absent, common length."""
+              task="classification", lengths: dict | None = None) -> Dataset:
+    """Labels to 0..K-1 (train order), validation carved from train when absent, common length.
+
+    task='regression': labels are real-valued targets, kept in ds.targets; y is -1.
+    lengths: per-split series lengths from the parser; else one past the last observed step.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if len(Xtr) < 2:
         raise ValueError(f"{name}: only {len(Xtr)} training series; at least 2 are needed.")
+    if len(Xte) == 0:
+        raise ValueError(f"{name}: the test split is empty.")
     for split, X, y in (("train", Xtr, ytr), ("test", Xte, yte), ("val", Xva, yva)):
         if X is not None:
             check_arrays(X, name, split)
             if len(X) != len(y):
                 raise ValueError(f"{name} {split}: {len(X)} series but {len(y)} labels")
-    targets = dict(targets or {})
+            if task != "regression" and any(v is None for v in y):
+                raise ValueError(f"{name} {split}: the file has no class labels (@classLabel false); "
+                                 "these methods evaluate on labelled data.")
+    lengths = {s: np.asarray(v) for s, v in (lengths or {}).items()}
+    lengths.update({s: _lengths(X) for s, X in (("train", Xtr), ("test", Xte), ("val", Xva))
+                    if X is not None and s not in lengths})
+    targets: dict = {}
     if task == "regression":
         names: list[str] = []
+        targets = {s: np.asarray(y, dtype=np.float64) for s, y in (("train", ytr), ("test", yte), ("val", yva))
+                   if y is not None}
         enc = lambda y, s: np.full(len(y), -1, dtype=np.int64)   # noqa: E731  (no classes)
     else:
         names = _label_order(ytr)
         enc = lambda y, s: _encode(y, names, s, name)            # noqa: E731
     y_tr = enc(ytr, "train")
-    if Xva is None:
-        strat = y_tr if task != "regression" else np.zeros(len(Xtr), dtype=np.int64)
-        keep, held = stratified_split(strat, val_fraction, seed)
-        Xva, y_va = Xtr[held], y_tr[held]
-        Xtr, y_tr = Xtr[keep], y_tr[keep]
-        if "train" in targets:
+    if Xva is None:                                    # carve validation from train, never from test
+        keep, held = stratified_split(y_tr if task != "regression" else np.zeros(len(Xtr)), val_fraction, seed)
+        Xva, y_va, Xtr, y_tr = Xtr[held], y_tr[held], Xtr[keep], y_tr[keep]
+        lengths["val"], lengths["train"] = lengths["train"][held], lengths["train"][keep]
+        if targets:
             targets["val"], targets["train"] = targets["train"][held], targets["train"][keep]
     else:
         y_va = enc(yva, "val")
     y_te = enc(yte, "test")
     L = max(X.shape[2] for X in (Xtr, Xva, Xte))
     Xtr, Xva, Xte = (_pad_to(np.asarray(X, dtype=np.float32), L) for X in (Xtr, Xva, Xte))
-    return Dataset(name, Xtr, y_tr, Xva, y_va, Xte, y_te, _lengths(Xtr), _lengths(Xva), _lengths(Xte),
+    return Dataset(name, Xtr, y_tr, Xva, y_va, Xte, y_te, lengths["train"].astype(np.int64),
+                   lengths["val"].astype(np.int64), lengths["test"].astype(np.int64),
                    class_names=names, task=task, targets=targets)
+
+
+def _task(header: dict) -> str:
+    return "regression" if header.get("targetlabel", "false").split()[:1] == ["true"] else "classification"
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -664,13 +745,14 @@ def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int 
     if name in TFC:
         parts = {s: read_pt(folder / f"{s}.pt") for s in ("train", "val", "test")}
         return _assemble(name, *parts["train"], *parts["test"], *parts["val"], seed=seed)
-    Xtr, _, ytr, htr = read_ts(folder / f"{name}_TRAIN.ts")
-    Xte, _, yte, _ = read_ts(folder / f"{name}_TEST.ts")
-    if name in TSER:
-        tg = {"train": ytr.astype(np.float64), "test": yte.astype(np.float64)}
-        return _assemble(name, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed,
-                         task="regression", targets=tg)
-    return _assemble(name, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed)
+    return _load_ts_pair(name, folder / f"{name}_TRAIN.ts", folder / f"{name}_TEST.ts", val_fraction, seed)
+
+
+def _load_ts_pair(name, train_path, test_path, val_fraction, seed) -> Dataset:
+    Xtr, ltr, ytr, h = read_ts(train_path)
+    Xte, lte, yte, _ = read_ts(test_path)
+    return _assemble(name, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed, task=_task(h),
+                     lengths={"train": ltr, "test": lte})
 
 
 def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
@@ -690,16 +772,13 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
     base = stem[:-6] if up.endswith("_TRAIN") else stem[:-5] if up.endswith("_TEST") else None
     if path.suffix == ".ts":
         if base is None:
-            X, _, y, h = read_ts(path)
-            return _split_single(stem, X, y, val_fraction, seed, test_fraction)
+            X, lens, y, h = read_ts(path)
+            return _split_single(stem, X, y, val_fraction, seed, test_fraction, _task(h), lens)
         tr, te = path.with_name(f"{base}_TRAIN.ts"), path.with_name(f"{base}_TEST.ts")
         for p in (tr, te):
             if not p.exists():
                 raise FileNotFoundError(f"{p} is missing; a _TRAIN.ts file needs its _TEST.ts beside it")
-        Xtr, _, ytr, h = read_ts(tr)
-        Xte, _, yte, _ = read_ts(te)
-        task = "regression" if h.get("targetlabel", "false").lower() == "true" else "classification"
-        return _assemble(base, Xtr, ytr, Xte, yte, val_fraction=val_fraction, seed=seed, task=task)
+        return _load_ts_pair(base, tr, te, val_fraction, seed)
     if path.suffix in (".tsv", ".arff"):
         reader = read_ucr_tsv if path.suffix == ".tsv" else read_arff
         if base is None:
@@ -729,10 +808,14 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
     raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .arff, .tsv, .npz or .pt")
 
 
-def _split_single(name, X, y, val_fraction, seed, test_fraction) -> Dataset:
-    ystr = np.array([str(v) for v in y], dtype=object)
-    keep, held = stratified_split(ystr, test_fraction, seed + 10_000)   # test split, own seed stream
-    return _assemble(name, X[keep], ystr[keep], X[held], ystr[held], val_fraction=val_fraction, seed=seed)
+def _split_single(name, X, y, val_fraction, seed, test_fraction, task="classification", lengths=None) -> Dataset:
+    """One file holds everything: carve a stratified, seeded test split (its own seed stream)."""
+    y = np.asarray(y, dtype=object) if task == "regression" else np.array([str(v) for v in y], dtype=object)
+    strata = np.zeros(len(y)) if task == "regression" else y
+    keep, held = stratified_split(strata, test_fraction, seed + 10_000)
+    lens = None if lengths is None else {"train": lengths[keep], "test": lengths[held]}
+    return _assemble(name, X[keep], y[keep], X[held], y[held], val_fraction=val_fraction, seed=seed,
+                     task=task, lengths=lens)
 
 
 def make_synthetic(n_train: int = 48, n_test: int = 48, length: int = 64, channels: int = 1,

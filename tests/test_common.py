@@ -80,6 +80,12 @@ def test_run_dir_results_plot_and_checkpoint(tmp_path):
     assert ck["args"]["hidden_dim"] == 5
     assert torch.equal(ck["state_dict"]["weight"], net.weight.detach())
     assert not list(d.glob("*.part"))
+    import argparse
+    from pathlib import Path
+    common.save_checkpoint(d / "ns.pt", net.state_dict(), argparse.Namespace(out=Path("x"), k=1))
+    assert common.load_checkpoint(d / "ns.pt")["args"] == {"out": "x", "k": 1}
+    with pytest.raises(TypeError, match="state_dict"):
+        common.save_checkpoint(d / "bad.pt", {"step": 3}, None)
     table = common.summarize(tmp_path)
     assert "| GunPoint |" in table and "75.0 ± 0.0 (n=1)" in table
 

@@ -71,7 +71,7 @@ def test_tsv_copy_gives_identical_arrays(shared_data, name):
     assert [float(v) for v in y_ts] == [float(v) for v in y_tsv]
 
 
-@pytest.mark.parametrize("name,split", [("GunPoint", "TRAIN"), ("ItalyPowerDemand", "TEST"), ("ArrowHead", "TEST"),
+@pytest.mark.parametrize("name,split", [("GunPoint", "TRAIN"), ("ItalyPowerDemand", "TEST"), ("ArrowHead", "TEST"), ("ArrowHead", "TRAIN"),
                                         ("ItalyPowerDemand", "TRAIN"), ("BasicMotions", "TRAIN"),
                                         ("BasicMotions", "TEST")])
 def test_arff_copy_gives_identical_arrays(shared_data, name, split):
@@ -88,14 +88,30 @@ def test_arff_pair_as_user_file(shared_data):
     assert a.class_names == b.class_names and (a.y_test == b.y_test).all()
 
 
-@pytest.mark.parametrize("rel,shape", [
-    ("tfc/Epilepsy/train.pt", (60, 1, 178)), ("tfc/Epilepsy/val.pt", (20, 1, 178)),
-    ("tfc/HAR/val.pt", (1471, 3, 206)), ("tfc/Gesture/train.pt", (320, 3, 206)),
-    ("tfc/Gesture/val.pt", (120, 3, 206)), ("tfc/Gesture/test.pt", (120, 3, 206))])
-def test_real_tfc_files(shared_data, rel, shape):
+@pytest.mark.parametrize("rel,shape,k", [
+    ("tfc/Epilepsy/train.pt", (60, 1, 178), 2), ("tfc/Epilepsy/val.pt", (20, 1, 178), 2),
+    ("tfc/HAR/val.pt", (1471, 3, 206), 6), ("tfc/Gesture/train.pt", (320, 3, 206), 8),
+    ("tfc/Gesture/val.pt", (120, 3, 206), 8), ("tfc/Gesture/test.pt", (120, 3, 206), 8)])
+def test_real_tfc_files(shared_data, rel, shape, k):
     X, y = data.read_pt(shared_data / rel)
     assert X.shape == shape and X.dtype == np.float32 and y.dtype == np.int64 and len(y) == shape[0]
     assert np.isfinite(X).all()
+    assert sorted(set(y.tolist())) == list(range(k))       # labels already 0..K-1 in the release
+
+
+def test_tfc_folder_with_train_and_val_only_through_load_dataset(shared_data, tmp_path):
+    """tfc/Epilepsy has train.pt and val.pt only: with a test.pt beside them it loads by path."""
+    for s in ("train", "val"):
+        (tmp_path / f"{s}.pt").symlink_to(shared_data / f"tfc/Epilepsy/{s}.pt")
+    (tmp_path / "test.pt").symlink_to(shared_data / "tfc/Epilepsy/val.pt")
+    ds = data.load_dataset(str(tmp_path / "train.pt"))
+    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (60, 20, 20) and ds.n_classes == 2
+
+
+def test_pt_with_numpy_arrays_loads_without_pickle(tmp_path):
+    torch.save({"samples": np.ones((4, 2, 5), np.float64), "labels": np.array([0, 1, 0, 1])}, tmp_path / "n.pt")
+    X, y = data.read_pt(tmp_path / "n.pt")
+    assert X.shape == (4, 2, 5) and X.dtype == np.float32 and y.tolist() == [0, 1, 0, 1]
 
 
 def test_tfc_release_by_name(shared_data):
@@ -213,6 +229,22 @@ def test_ts_parser_features(tmp_path):
     assert [float(v) for v in y] == [0.5, 1.25, -2.0]
     ds = data.load_dataset(str(tmp_path / "r_TRAIN.ts"), val_fraction=0)
     assert ds.task == "regression" and (ds.y_train == -1).all() and ds.n_classes == 0
+    assert ds.targets["train"].tolist() == [0.5, 1.25, -2.0] and ds.len_train.tolist() == [4, 2, 3]
+    # trailing '?' is a missing value inside the series, not the end of it
+    (tmp_path / "m_TRAIN.ts").write_text("@classLabel true a b\n@data\n1,2,3,4:a\n1,2,?,?:b\n5,6,7,?:a\n3,3,3,3:b\n")
+    (tmp_path / "m_TEST.ts").write_text("@classLabel\ttrue a b\n@data\n1,2,3,4:a\n")   # tab in the header
+    m = data.load_dataset(str(tmp_path / "m_TRAIN.ts"), val_fraction=0)
+    assert m.len_train.tolist() == [4, 4, 4, 4] and not m.variable_length
+    # a single regression file: split into train/test, targets kept
+    (tmp_path / "single.ts").write_text("@targetlabel true\n@data\n" + "".join(f"{i},1,2:{i / 10}\n" for i in range(20)))
+    s = data.load_dataset(str(tmp_path / "single.ts"), val_fraction=0.2)
+    assert s.task == "regression" and len(s.X_test) == 5 and len(s.X_val) == 3 and len(s.targets["val"]) == 3
+    (tmp_path / "u_TRAIN.ts").write_text("@classLabel false\n@data\n1,2\n3,4\n")
+    (tmp_path / "u_TEST.ts").write_text("@classLabel false\n@data\n1,2\n")
+    with pytest.raises(ValueError, match="no class labels"):
+        data.load_dataset(str(tmp_path / "u_TRAIN.ts"))
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.load_dataset("synthetic", val_fraction=1.5)
     (tmp_path / "bad.ts").write_text("@data\n1,2:3\n1,2\n")
     with pytest.raises(ValueError, match="bad.ts:3"):
         data.read_ts(tmp_path / "bad.ts")

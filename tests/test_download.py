@@ -25,6 +25,7 @@ class Mirror:
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, dict]] = []
+        self.release = threading.Event()          # ends stalled responses at teardown
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,7 +45,9 @@ class Mirror:
                     return self._send(404, b"not found", "text/plain")
                 start = 0
                 rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes="):
+                if fault == "slow":
+                    time.sleep(0.25)                  # under the 0.5 s read timeout
+                if rng and rng.startswith("bytes=") and fault != "norange":
                     start = int(rng[6:].split("-")[0])
                 status = 206 if start else 200
                 part = body[start:]
@@ -59,10 +62,10 @@ class Mirror:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                if fault == "stall":                     # send a little, then go silent
+                if fault == "stall":                     # send a little, then go silent until teardown
                     self.wfile.write(part[:100])
                     self.wfile.flush()
-                    time.sleep(2.0)
+                    mirror.release.wait(60)
                     self.close_connection = True
                     return
                 self.wfile.write(part)
@@ -81,6 +84,7 @@ class Mirror:
         self.thread.start()
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -163,13 +167,40 @@ def test_server_error_then_success(mirror):
     mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["500", "500"]
     data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert len(mirror.requests) == 3
+    assert "ucr_uea/GunPoint/GunPoint.zip" in data._read_manifest(mirror.cache)
+    _assert_clean(mirror.cache)
+
+
+def test_server_that_ignores_range_restarts_cleanly(mirror, shared_data):
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["truncate", "norange"]
+    ds = data.load_dataset("GunPoint", data_dir=mirror.cache, val_fraction=0)
+    ref = data.load_dataset("GunPoint", data_dir=shared_data, val_fraction=0)
+    np.testing.assert_array_equal(ds.X_train, ref.X_train)
+    _assert_clean(mirror.cache)
+
+
+def test_parallel_first_loads_download_once(mirror):
+    """Seeds started together on a cold cache: one process downloads, the others wait and reuse it."""
+    mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["slow"]
+    errors = []
+    def load():
+        try:
+            data.load_dataset("GunPoint", data_dir=mirror.cache)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(mirror.requests) == 1
 
 
 def test_stalled_response_times_out_and_retries(mirror):
     mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["stall"]
     t = time.time()
     data.load_dataset("GunPoint", data_dir=mirror.cache)
-    assert time.time() - t < 10 and len(mirror.requests) == 2
+    assert time.time() - t < 5 and len(mirror.requests) == 2     # the read timeout (0.5 s) ended the stall
     _assert_clean(mirror.cache)
 
 
@@ -181,6 +212,16 @@ def test_persistent_failure_leaves_nothing_and_says_where_to_put_the_file(mirror
     assert f"{mirror.url}/{UCR_HOST}/GunPoint.zip" in msg
     assert str(mirror.cache / "ucr_uea" / "GunPoint" / "GunPoint.zip") in msg
     assert not (mirror.cache / "ucr_uea/GunPoint/GunPoint.zip").exists()
+    _assert_clean(mirror.cache)
+
+
+def test_corrupt_compressed_data_is_removed_and_reported(mirror):
+    good = bytearray(mirror.files[f"{UCR_HOST}/GunPoint.zip"])
+    good[100:102] = bytes([good[100] ^ 0xFF, good[101] ^ 0xFF])      # inside the first member's data
+    mirror.files[f"{UCR_HOST}/GunPoint.zip"] = bytes(good)
+    with pytest.raises(data.DownloadError, match="not a valid zip|CRC"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert not list(mirror.cache.rglob("*.zip")) and not list(mirror.cache.rglob("*.ts"))
     _assert_clean(mirror.cache)
 
 
@@ -211,6 +252,36 @@ def test_html_page_with_status_200_is_refused(mirror):
         data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert not list(mirror.cache.rglob("*.zip"))
     _assert_clean(mirror.cache)
+
+
+def test_tser_html_page_is_refused(mirror):
+    path = "zenodo.org/records/18484843/files/Covid3Month_TRAIN.ts"
+    mirror.files[path] = b"<!-- maintenance -->\n<html><body>down for maintenance</body></html>"
+    with pytest.raises(data.DownloadError, match="HTML page"):
+        data.load_dataset("Covid3Month", data_dir=mirror.cache)
+    assert not list(mirror.cache.rglob("*.ts")) and data._read_manifest(mirror.cache) == {}
+    _assert_clean(mirror.cache)
+
+
+def test_bad_file_placed_by_hand_is_reported_not_recorded(mirror, shared_data):
+    dest = mirror.cache / "ucr_uea/GunPoint/GunPoint.zip"
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"<!DOCTYPE html><html>sign in</html>")
+    with pytest.raises(data.DownloadError, match="HTML page.*Replace"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert data._read_manifest(mirror.cache) == {}
+    dest.write_bytes(mirror.files[f"{UCR_HOST}/GunPoint.zip"])         # the right file, placed by hand
+    assert data.load_dataset("GunPoint", data_dir=mirror.cache).n_classes == 2
+    assert mirror.requests == []
+
+
+def test_mirror_without_scheme_fails_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("TS_DATA_MIRROR", "127.0.0.1:9")
+    monkeypatch.setattr(data, "BACKOFF", 5.0)            # a retry would take seconds
+    t = time.time()
+    with pytest.raises(data.DownloadError, match="check TS_DATA_MIRROR"):
+        data.load_dataset("Coffee", data_dir=tmp_path)
+    assert time.time() - t < 2
 
 
 def test_missing_file_is_not_retried(mirror):
