@@ -1,0 +1,393 @@
+"""Tests for ts2vec_adaptive.py: losses against the equations, cropping, adaptive resolution
+bookkeeping (Eq. 5-7, App. B), encoder facts, linear probe, smoke runs, determinism."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import ts2vec_adaptive as m
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(hidden_dims=8, output_dims=8, depth=2, batch_size=8, log=False)
+
+
+# ------------------------------------------------------------------ naive references (float64)
+def naive_instance(z1, z2):
+    """Eq. (2), one anchor at a time: at timestamp t, anchor a among the 2B vectors (view 1 then
+    view 2); positive = same instance in the other view; denominator = every other vector."""
+    B, T, _ = z1.shape
+    if B == 1:
+        return 0.0
+    total, n = 0.0, 0
+    for t in range(T):
+        v = [z1[i, t] for i in range(B)] + [z2[i, t] for i in range(B)]
+        for a in range(2 * B):
+            pos = (a + B) % (2 * B)
+            den = sum(math.exp(float(v[a] @ v[k])) for k in range(2 * B) if k != a)
+            total += -float(v[a] @ v[pos]) + math.log(den)
+            n += 1
+    return total / n
+
+
+def naive_temporal(z1, z2):
+    """Eq. (1), one anchor at a time: for instance i, anchor timestamp a among the 2T vectors;
+    positive = same timestamp in the other view; denominator = every other timestamp."""
+    B, T, _ = z1.shape
+    if T == 1:
+        return 0.0
+    total, n = 0.0, 0
+    for i in range(B):
+        v = [z1[i, t] for t in range(T)] + [z2[i, t] for t in range(T)]
+        for a in range(2 * T):
+            pos = (a + T) % (2 * T)
+            den = sum(math.exp(float(v[a] @ v[k])) for k in range(2 * T) if k != a)
+            total += -float(v[a] @ v[pos]) + math.log(den)
+            n += 1
+    return total / n
+
+
+def _shifted_logits(sim):
+    """Published TS2Vec construction: drop the diagonal of each (n x n) similarity matrix by
+    taking the strict lower triangle without its last column plus the strict upper triangle
+    without its first column, giving (n x n-1) logits; column of k is k for k < row, else k-1."""
+    return torch.tril(sim, -1)[..., :-1] + torch.triu(sim, 1)[..., 1:]
+
+
+def official_instance(z1, z2):
+    B = z1.size(0)
+    if B == 1:
+        return z1.new_zeros(())
+    z = torch.cat([z1, z2], 0).transpose(0, 1)                 # (T, 2B, K)
+    nll = -F.log_softmax(_shifted_logits(z @ z.transpose(1, 2)), dim=-1)
+    i = torch.arange(B)
+    return (nll[:, i, B + i - 1].mean() + nll[:, B + i, i].mean()) / 2   # positives after the shift
+
+
+def official_temporal(z1, z2):
+    T = z1.size(1)
+    if T == 1:
+        return z1.new_zeros(())
+    z = torch.cat([z1, z2], 1)                                 # (B, 2T, K)
+    nll = -F.log_softmax(_shifted_logits(z @ z.transpose(1, 2)), dim=-1)
+    t = torch.arange(T)
+    return (nll[:, t, T + t - 1].mean() + nll[:, T + t, t].mean()) / 2
+
+
+def official_hierarchical(z1, z2, alpha=0.5, temporal_unit=0):
+    """The published loop: add alpha*inst + (1-alpha)*temp while length > 1 (temporal from
+    level temporal_unit on), max-pool by 2; the length-1 level adds alpha*inst; divide by levels."""
+    loss, d = torch.zeros((), dtype=z1.dtype), 0
+    while z1.size(1) > 1:
+        if alpha != 0:
+            loss = loss + alpha * official_instance(z1, z2)
+        if d >= temporal_unit and alpha != 1:
+            loss = loss + (1 - alpha) * official_temporal(z1, z2)
+        d += 1
+        z1 = F.max_pool1d(z1.transpose(1, 2), 2).transpose(1, 2)
+        z2 = F.max_pool1d(z2.transpose(1, 2), 2).transpose(1, 2)
+    if alpha != 0:
+        loss = loss + alpha * official_instance(z1, z2)
+    return loss / (d + 1)
+
+
+def rand_views(B, T, K, seed=0, scale=0.5):
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(B, T, K, generator=g, dtype=torch.float64),
+            scale * torch.randn(B, T, K, generator=g, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ Eq. (1)-(4)
+@pytest.mark.parametrize("B,T", [(1, 3), (2, 1), (3, 5), (4, 7)])
+def test_instance_and_temporal_losses_match_naive_loops(B, T):
+    z1, z2 = rand_views(B, T, 4, seed=B * 10 + T)
+    assert abs(m.instance_contrastive_loss(z1, z2).item() - naive_instance(z1, z2)) < 1e-6
+    assert abs(m.temporal_contrastive_loss(z1, z2).item() - naive_temporal(z1, z2)) < 1e-6
+
+
+@pytest.mark.parametrize("B", [1, 2, 8])
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 8, 9, 150, 257])
+def test_hierarchical_loss_matches_official_formula(B, T):
+    for K, (alpha, unit) in zip([4, 32, 4, 32], [(0.5, 0), (0.3, 2), (0.0, 0), (1.0, 0)]):
+        z1, z2 = rand_views(B, T, K, seed=T, scale=0.3)
+        ours = m.hierarchical_contrastive_loss(z1, z2, alpha, unit)
+        ref = official_hierarchical(z1, z2, alpha, unit)
+        assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-9), (K, alpha, unit, ours, ref)
+    # the two cheap single terms equal the triangle-shift ones too
+    assert torch.allclose(m.instance_contrastive_loss(z1, z2), official_instance(z1, z2), rtol=1e-6, atol=1e-9)
+    assert torch.allclose(m.temporal_contrastive_loss(z1, z2), official_temporal(z1, z2), rtol=1e-6, atol=1e-9)
+
+
+def test_masked_diagonal_gradient_matches_official():
+    z1, z2 = rand_views(3, 9, 5, seed=1)
+    z1.requires_grad_(True), z2.requires_grad_(True)
+    g_ours = torch.autograd.grad(m.hierarchical_contrastive_loss(z1, z2), (z1, z2))
+    g_ref = torch.autograd.grad(official_hierarchical(z1, z2), (z1, z2))
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 8, 37, 150])
+def test_level_decomposition(T):
+    z1, z2 = rand_views(4, T, 6, seed=T)
+    per = {}
+    loss = m.hierarchical_contrastive_loss(z1, z2, per_level=per)
+    assert sorted(per) == list(range(int(math.log2(T)) + 1))          # floor(log2 T) + 1 levels
+    assert torch.allclose(loss, torch.stack(list(per.values())).mean(), rtol=1e-12)
+    a, b = z1, z2                                                     # walk the fine index d
+    for d in range(len(per)):
+        j = len(per) - 1 - d
+        assert 2 ** j <= a.size(1) < 2 ** (j + 1)                     # coarse index j: length ~ 2^j
+        if d < len(per) - 1:
+            a, b = m.pool(a), m.pool(b)
+    assert torch.allclose(per[0], 0.5 * m.instance_contrastive_loss(a, b))   # level 0: no temporal
+
+
+# ------------------------------------------------------------------ cropping (TS2Vec Sec. 3.2)
+def test_random_crop_invariants():
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        T, B = int(rng.integers(2, 60)), int(rng.integers(1, 5))
+        x = torch.arange(T, dtype=torch.float64).view(1, T, 1).repeat(B, 1, 1)   # x[b, t] = t
+        crop_l, (s1, n1), (s2, n2) = m.random_crop(T, B, rng)
+        assert 2 <= crop_l <= T and n1 >= crop_l and n2 >= crop_l
+        assert (s1 >= 0).all() and (s1 + n1 <= T).all() and (s2 >= 0).all() and (s2 + n2 <= T).all()
+        o1 = m.take_per_row(x, s1, n1)[:, -crop_l:]                   # identity "encoder"
+        o2 = m.take_per_row(x, s2, n2)[:, :crop_l]
+        assert torch.equal(o1, o2)                                    # same absolute timestamps
+        assert torch.equal(o1[:, 1:] - o1[:, :-1], torch.ones_like(o1[:, 1:]))   # contiguous
+
+
+# ------------------------------------------------------------------ adaptive: Eq. (5)-(7), App. B
+@pytest.mark.parametrize("level", [0, 2, 5, 9])
+def test_only_the_chosen_level_receives_gradient(level):
+    z1, z2 = rand_views(3, 45, 5, seed=level)                         # 45 -> levels 0..5
+    z1.requires_grad_(True), z2.requires_grad_(True)
+    loss, trained, measured = m.adaptive_resolution_loss(z1, z2, level)
+    assert trained == min(level, 5)                                   # too short: finest present
+    d = 5 - trained
+    a, b = z1, z2
+    for _ in range(d):
+        a, b = m.pool(a), m.pool(b)
+    alone = m.level_loss(a, b, 0.5, True)                             # L_j on its own
+    assert torch.allclose(loss, alone, rtol=1e-12)
+    for g, h in zip(torch.autograd.grad(loss, (z1, z2)), torch.autograd.grad(alone, (z1, z2))):
+        assert torch.allclose(g, h, rtol=1e-6, atol=1e-12)
+    per = {}
+    m.hierarchical_contrastive_loss(z1, z2, per_level=per)            # the with-grad values
+    assert sorted(measured) == sorted(per)
+    for j in per:
+        assert abs(measured[j] - per[j].item()) < 1e-6 * max(1, abs(measured[j]))
+    _, _, only = m.adaptive_resolution_loss(z1, z2, level, measure=False)
+    assert list(only) == [trained]                                    # cheap path: one level
+
+
+def test_measured_levels_build_no_graph(monkeypatch):
+    calls = []
+    real = m.level_loss
+
+    def spy(z1, z2, alpha, temporal):
+        out = real(z1, z2, alpha, temporal)
+        calls.append((z1.size(1), out.requires_grad))
+        return out
+
+    monkeypatch.setattr(m, "level_loss", spy)
+    z1, z2 = rand_views(2, 20, 4)
+    z1.requires_grad_(True)
+    m.adaptive_resolution_loss(z1, z2, level=2)
+    assert [c[0] for c in calls] == [20, 10, 5, 2, 1]                 # each level computed once
+    assert [c[1] for c in calls] == [False, False, True, False, False]   # only j=2 (length 5) has grad
+
+
+def test_resolution_scores_hand_computed():
+    prev = {0: 2.0, 1: 3.0, 2: 4.0}
+    cur = {0: 1.9, 1: 3.1, 5: 0.7}                                    # 2 absent, 5 never seen before
+    s = m.resolution_scores(prev, cur)
+    e = np.exp([-0.1, 0.1])
+    assert sorted(s) == [0, 1]
+    assert abs(s[0] - e[0] / e.sum()) < 1e-12 and abs(s[1] - e[1] / e.sum()) < 1e-12
+    assert abs(sum(s.values()) - 1) < 1e-12
+    assert m.resolution_scores({}, cur) == {}
+
+
+def test_sampling_frequencies_follow_softmax_of_trend():
+    prev = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}
+    cur = {0: 0.2, 1: 1.0, 2: 1.7, 3: 2.0}                            # trends -0.8, 0, +0.7, +1.0
+    s = m.resolution_scores(prev, cur)
+    p = torch.softmax(torch.tensor([-0.8, 0.0, 0.7, 1.0], dtype=torch.float64), 0).numpy()
+    rng, n = np.random.default_rng(0), 20000
+    counts = np.bincount([m.sample_level(s, rng) for _ in range(n)], minlength=4) / n
+    assert np.all(np.abs(counts - p) < 4 * np.sqrt(p * (1 - p) / n)), (counts, p)
+    assert counts[3] > counts[2] > counts[1] > counts[0]              # rising loss, more probability
+
+
+def test_sampler_alignment_carry_forward_and_cold_start():
+    smp = m.ResolutionSampler(max_levels=8, rng=np.random.default_rng(0))
+    starts = {m.ResolutionSampler(8, np.random.default_rng(s)).level for s in range(200)}
+    assert starts == set(range(8))                                    # epoch 0: uniform over 0..R-1
+    z1, z2 = rand_views(2, 100, 4)                                    # 7 levels, j = 0..6
+    _, _, meas = m.adaptive_resolution_loss(z1, z2, 3)
+    smp.record(meas)
+    means, scores = smp.end_epoch()
+    assert sorted(means) == list(range(7)) and scores == {}           # no previous epoch: uniform
+    z1, z2 = rand_views(2, 6, 4, seed=1)                              # crop of 6: only j = 0, 1, 2
+    _, _, meas2 = m.adaptive_resolution_loss(z1, z2, 5)
+    assert sorted(meas2) == [0, 1, 2]                                 # aligned from the coarse end
+    smp.record(meas2)
+    means2, scores2 = smp.end_epoch()
+    assert sorted(scores2) == [0, 1, 2]                               # absent levels get no score
+    for j in range(3, 7):
+        assert smp.last[j] == means[j]                                # missing level keeps last value
+    for j in range(3):
+        assert smp.last[j] == means2[j]
+    smp.record({5: means[5] + 1.0, 0: means2[0]})                     # level 5 reappears
+    _, scores3 = smp.end_epoch()
+    e = np.exp([0.0, 1.0])
+    assert abs(scores3[5] - e[1] / e.sum()) < 1e-12                   # delta against the carried value
+
+
+def test_forced_level_trains_only_that_level():
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+    for j in (0, 3):
+        args = m.Args(dataset="synthetic", epochs=3, fixed_level=j, **TINY)
+        _, _, hist, stats = m.pretrain(x, args, torch.device("cpu"))
+        assert [h["level"] for h in hist] == [j] * 3
+        assert stats["iters"] == 3 * (len(x) // 8)
+
+
+# ------------------------------------------------------------------ encoder
+def test_encoder_facts():
+    for preset, n in [("ts2vec", 637_184), ("paper_adaptive", 54_384)]:
+        K, depth = m.PRESETS[preset]
+        for c in (1, 6):
+            net = m.Encoder(c, K, 64, depth)
+            assert sum(p.numel() for p in net.parameters()) == n + 64 * c
+    torch.manual_seed(0)
+    net = m.Encoder(2, 16, 64, 2).eval()                              # receptive field 29
+    for T in (1, 2, 33, 64):
+        assert net(torch.randn(3, T, 2)).shape == (3, T, 16)
+    x = torch.randn(1, 80, 2)
+    x2 = x.clone()
+    x2[0, 40] += 1.0
+    changed = (net(x) - net(x2)).abs().sum(-1)[0] > 0
+    assert changed.nonzero().flatten().tolist() == list(range(26, 55))   # |t - 40| <= 14
+    xn = x.clone()
+    xn[0, 5:9] = float("nan")
+    before = xn.clone()
+    assert torch.isfinite(net(xn)).all()
+    assert torch.equal(torch.isnan(xn), torch.isnan(before))          # input not mutated
+
+
+def test_dilated_conv_equals_torch_conv():
+    torch.manual_seed(0)
+    for d, T in [(1, 10), (4, 9), (8, 8), (16, 5)]:
+        ours = m.DilatedConv(3, 5, d).double()
+        ref = nn.Conv1d(3, 5, 3, padding=d, dilation=d).double()
+        ref.load_state_dict(ours.state_dict())
+        x = torch.randn(2, 3, T, dtype=torch.float64)
+        assert torch.allclose(ours(x), ref(x), atol=1e-12)
+
+
+def test_timestamp_mask_drops_about_half():
+    torch.manual_seed(0)
+    net = m.Encoder(1, 8, 8, 1, dropout=0.0).train()
+    seen = []
+    net.blocks.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0]))
+    net(torch.randn(4, 500, 1))
+    frac = (seen[0].abs().sum(1) == 0).double().mean().item()         # zeroed latent timestamps
+    assert abs(frac - 0.5) < 4 * math.sqrt(0.25 / 2000)
+
+
+# ------------------------------------------------------------------ training loop rules
+def test_iteration_rule_and_exact_step_count():
+    assert m.default_iters(np.zeros((100, 1000, 1))) == 200
+    assert m.default_iters(np.zeros((100_001, 1, 1))) == 600
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+    args = m.Args(dataset="synthetic", iters=7, loss="hierarchical", **TINY)
+    _, _, hist, stats = m.pretrain(x, args, torch.device("cpu"))
+    assert stats["iters"] == 7 and len(hist) == 7 // (len(x) // 8)  # the partial epoch is not logged
+
+
+def test_swa_encoder_is_the_equal_weight_average(monkeypatch):
+    snaps = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, *a, **k):
+            out = super().step(*a, **k)
+            snaps.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+            return out
+
+    monkeypatch.setattr(m.torch.optim, "AdamW", Recording)
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+    torch.manual_seed(0)
+    swa, init, _, _ = m.pretrain(x, m.Args(dataset="synthetic", iters=4, **TINY), torch.device("cpu"))
+    assert len(snaps) == 4
+    for i, (avg, p0) in enumerate(zip(swa.parameters(), init.parameters())):
+        expect = (p0 + sum(s[i] for s in snaps)) / 5                 # initial + 4 steps
+        assert torch.allclose(avg, expect, atol=1e-6)
+
+
+def test_same_seed_same_history_different_seed_differs():
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+
+    def hist(seed):
+        torch.manual_seed(seed)
+        return m.pretrain(x, m.Args(dataset="synthetic", epochs=3, seed=seed, **TINY), torch.device("cpu"))[2]
+
+    assert hist(3) == hist(3)
+    assert hist(3) != hist(4)
+
+
+# ------------------------------------------------------------------ linear probe
+def test_linear_eval_separable_and_deterministic():
+    g = torch.Generator().manual_seed(0)
+    centers = 6 * torch.randn(3, 10, generator=g)
+
+    def blobs(n):
+        y = torch.arange(n) % 3
+        return centers[y] + torch.randn(n, 10, generator=g), y
+
+    (a, ya), (b, yb), (c, yc) = blobs(30), blobs(12), blobs(60)
+    r1 = m.linear_eval(a, ya, b, yb, c, yc)
+    r2 = m.linear_eval(a.numpy(), ya.numpy(), b.numpy(), yb.numpy(), c.numpy(), yc.numpy())
+    assert r1 == r2
+    assert r1["accuracy"] == 1.0 and r1["macro_f1"] == 1.0
+    shuffled = m.linear_eval(a, ya, b, yb, c, yc[torch.randperm(60, generator=g)])
+    assert shuffled["C"] == r1["C"]                                   # test labels never choose C
+    assert shuffled["accuracy"] < 0.8
+
+
+# ------------------------------------------------------------------ smoke runs on real data
+def test_main_smoke_on_gunpoint(shared_data, tmp_path):
+    res = m.main(m.Args(dataset="GunPoint", data_dir=str(shared_data), epochs=1, out_dir=str(tmp_path),
+                        save_model=True, **TINY))
+    run = Path(res["run_dir"])
+    saved = json.loads((run / "results.json").read_text())
+    for k in ("method", "dataset", "seed", "args", "history", "eval", "time_s", "device", "versions"):
+        assert k in saved
+    assert len(saved["history"]) == 1 and math.isfinite(saved["history"][0]["loss"])
+    assert 0 <= saved["eval"]["accuracy"] <= 1 and 0 <= saved["eval"]["random_init_accuracy"] <= 1
+    for f in ("loss.png", "resolution.png", "encoder.pt"):
+        assert (run / f).stat().st_size > 0
+
+
+def test_cli_smoke(shared_data, tmp_path):
+    out = subprocess.run([sys.executable, "ts2vec_adaptive.py", "--dataset", "GunPoint",
+                          "--data-dir", str(shared_data), "--epochs", "1", "--loss", "hierarchical",
+                          "--hidden-dims", "8", "--output-dims", "8", "--depth", "2",
+                          "--no-random-init-eval", "--threads", "1", "--out-dir", str(tmp_path)],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+    assert "epoch 1/1" in out.stdout and "linear eval" in out.stdout
+    (f,) = tmp_path.glob("*/results.json")
+    assert json.loads(f.read_text())["method"] == "ts2vec_adaptive_hierarchical"
