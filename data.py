@@ -178,7 +178,7 @@ class Dataset:
 
 # --------------------------------------------------------------------------- downloads
 class DownloadError(RuntimeError):
-    pass
+    """A dataset file could not be fetched or failed its checks; the message says what to do."""
 
 
 def data_home(data_dir=None) -> Path:
