@@ -393,12 +393,13 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
     sampler = ResolutionSampler(n_levels(min(x.shape[1], args.max_train_length)),
                                 np.random.default_rng(args.seed + 1), args.fixed_level)
 
+    rule_iters = default_iters(x)                             # on the raw array, as the official fit()
     x = centerize(x)
     x = x[~np.isnan(x).all(axis=(1, 2))]                      # drop all-NaN series
     N = len(x)
     bs = min(args.batch_size, N)
     per_epoch = N // bs                                       # drop_last, as the official loader
-    n_iters = args.epochs * per_epoch if args.epochs > 0 else (args.iters or default_iters(x))
+    n_iters = args.epochs * per_epoch if args.epochs > 0 else (args.iters or rule_iters)
     n_epochs = math.ceil(n_iters / per_epoch)
     xt = torch.from_numpy(x).float().to(device)               # (N, T, C)
     adaptive = args.loss == "adaptive"
@@ -406,7 +407,7 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
     t_start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(n_epochs):
         t_epoch, losses, hier = time.perf_counter(), [], []
-        level_sums, level_counts = {}, {}
+        level_sums, level_counts, trained_counts = {}, {}, {}
         perm = rng.permutation(N)
         for b in range(per_epoch):
             if steps >= n_iters:                              # stop exactly at n_iters
@@ -420,8 +421,9 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
             z2 = net(take_per_row(xb, s2, n2))[:, :crop_l]   # (B, crop_l, K) overlap, view 2
             if adaptive:                                      # METHOD: Eq. (5)-(7)
                 measure = args.measure == "all" or (args.measure == "probe" and b == 0)
-                loss, _, measured = adaptive_resolution_loss(
+                loss, trained_j, measured = adaptive_resolution_loss(
                     z1, z2, sampler.level, args.alpha, args.temporal_unit, measure)
+                trained_counts[trained_j] = trained_counts.get(trained_j, 0) + 1   # < drawn if crop short
                 if measure:
                     sampler.record(measured)
             else:                                             # TS2Vec: Eq. (4)
@@ -446,6 +448,7 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
             rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
                    "loss_terms": {"hier": float(np.mean(hier))} if hier else {},
                    "level": trained if adaptive else None,
+                   "trained_levels": {str(j): c for j, c in sorted(trained_counts.items())},  # steps per level
                    "level_losses": {str(j): v for j, v in means.items()},
                    "scores": {str(j): v for j, v in scores.items()}, "iters": steps}
             history.append(rec)
@@ -557,10 +560,10 @@ def plot_resolutions(history: list, path, title: str = "") -> None:
         fig.colorbar(im, ax=a1, label="s_j (Eq. 5)")
     trained = [(h["epoch"], h["level"]) for h in history if h["level"] is not None]
     if trained:
-        a1.plot(*zip(*trained), "r.", ms=6, label="trained level")
+        a1.plot(*zip(*trained), "r.", ms=6, label="drawn level (a short crop trains a coarser one)")
         a1.legend(fontsize=8, loc="upper right")
     a1.set_ylabel("level j (length ~ 2^j)")
-    a1.set_title(f"{title}: trained level (dots) over the scores it was drawn from", fontsize=9)
+    a1.set_title(f"{title}: level drawn per epoch (dots) over the scores it was drawn from", fontsize=9)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(levels)))
     for j, c in zip(levels, colors):
         a2.plot(ep, [h["level_losses"].get(str(j), np.nan) for h in history], lw=1, color=c, label=f"j={j}")

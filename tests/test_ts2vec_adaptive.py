@@ -253,14 +253,86 @@ def test_sampler_alignment_carry_forward_and_cold_start():
     assert abs(scores3[5] - e[1] / e.sum()) < 1e-12                   # delta against the carried value
 
 
-def test_forced_level_trains_only_that_level():
+def test_forced_level_trains_only_that_level(monkeypatch):
+    """Spy on the loss the loop really calls: every step trains min(j, finest level present)."""
+    calls = []
+    real = m.adaptive_resolution_loss
+
+    def spy(z1, z2, level, *a, **k):
+        out = real(z1, z2, level, *a, **k)
+        calls.append((level, out[1], z1.size(1)))
+        return out
+
+    monkeypatch.setattr(m, "adaptive_resolution_loss", spy)
     ds = m.data.load_dataset("synthetic")
     x = ds.X_train.transpose(0, 2, 1).copy()
     for j in (0, 3):
+        calls.clear()
         args = m.Args(dataset="synthetic", epochs=3, fixed_level=j, **TINY)
         _, _, hist, stats = m.pretrain(x, args, torch.device("cpu"))
-        assert [h["level"] for h in hist] == [j] * 3
-        assert stats["iters"] == 3 * (len(x) // 8)
+        assert stats["iters"] == 3 * (len(x) // 8) == len(calls)
+        assert all(lv == j and tr == min(j, m.n_levels(T) - 1) for lv, tr, T in calls)
+        assert sum(sum(h["trained_levels"].values()) for h in hist) == len(calls)
+
+
+def _one_step_by_hand(x, args, loss_fn):
+    """One TS2Vec step written out from the method's parts, with the RNG streams pretrain uses."""
+    torch.manual_seed(0)
+    K, depth = m.PRESETS[args.preset]
+    net = m.Encoder(x.shape[-1], args.output_dims or K, args.hidden_dims, args.depth or depth,
+                    args.mask_p, args.dropout)
+    init = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    xt = torch.from_numpy(x).float()
+    xb = xt[torch.from_numpy(rng.permutation(len(x))[:args.batch_size])]
+    crop_l, (s1, n1), (s2, n2) = m.random_crop(xb.size(1), xb.size(0), rng, args.temporal_unit)
+    z1 = net(m.take_per_row(xb, s1, n1))[:, -crop_l:]         # overlap = end of view 1
+    z2 = net(m.take_per_row(xb, s2, n2))[:, :crop_l]          # overlap = start of view 2
+    loss_fn(z1, z2).backward()
+    opt.step()
+    return [(p0 + p.detach()) / 2 for p0, p in zip(init, net.parameters())]   # SWA of init + step 1
+
+
+@pytest.mark.parametrize("mode", ["hierarchical", "adaptive"])
+def test_one_training_step_equals_a_manual_step(mode):
+    """The loop wires crops, overlap, loss and optimiser as the method says (spec 10.5-10.6)."""
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+    args = m.Args(dataset="synthetic", iters=1, loss=mode, fixed_level=1, **TINY)
+    torch.manual_seed(0)
+    swa, _, _, _ = m.pretrain(x, args, torch.device("cpu"))
+    if mode == "hierarchical":
+        fn = lambda z1, z2: m.hierarchical_contrastive_loss(z1, z2, args.alpha)       # noqa: E731
+    else:
+        def fn(z1, z2):                                        # Eq. (7): level j = 1 alone
+            L = m.n_levels(z1.size(1))
+            for _ in range(L - 1 - 1):
+                z1, z2 = m.pool(z1), m.pool(z2)
+            return m.level_loss(z1, z2, args.alpha, temporal=True)
+    expect = _one_step_by_hand(x, args, fn)
+    for got, want in zip(swa.parameters(), expect):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_adaptive_loop_draws_scores_and_records(monkeypatch):
+    """Each epoch trains the level drawn for it; from epoch 3 on the draw has Eq. (5) scores."""
+    calls = []
+    real = m.adaptive_resolution_loss
+
+    def spy(z1, z2, level, *a, **k):
+        calls.append(level)
+        return real(z1, z2, level, *a, **k)
+
+    monkeypatch.setattr(m, "adaptive_resolution_loss", spy)
+    ds = m.data.load_dataset("synthetic")
+    x = ds.X_train.transpose(0, 2, 1).copy()
+    _, _, hist, stats = m.pretrain(x, m.Args(dataset="synthetic", epochs=8, **TINY), torch.device("cpu"))
+    per = stats["iters_per_epoch"]
+    assert [calls[e * per:(e + 1) * per] for e in range(8)] == [[h["level"]] * per for h in hist]
+    assert len({h["level"] for h in hist}) > 1                       # the level is re-drawn
+    assert all(h["scores"] for h in hist[1:]) and not hist[0]["scores"]
+    assert all(abs(sum(h["scores"].values()) - 1) < 1e-9 for h in hist[1:])
 
 
 # ------------------------------------------------------------------ encoder
