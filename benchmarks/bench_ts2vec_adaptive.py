@@ -90,7 +90,7 @@ def ms(xs, scale=100.0, fmt="{:.1f}"):
 
 
 def summarize(runs: list, meta: dict) -> str:
-    out = [f"# ts2vec_adaptive.py benchmark\n",
+    out = ["# ts2vec_adaptive.py benchmark\n",
            f"Machine: {meta.get('machine', '?')}. Benchmark wall time so far: "
            f"{meta.get('elapsed_s', 0) / 60:.1f} min. Accuracy = our linear probe (max-pool, "
            "SWA encoder) on the official test split; mean ± std (population) over seeds. "

@@ -2,7 +2,6 @@
 bookkeeping (Eq. 5-7, App. B), encoder facts, linear probe, smoke runs, determinism."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
