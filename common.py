@@ -2,6 +2,8 @@
 Small utilities shared by the method files. Knows no method.
 
   arg / parse_args ..... a dataclass becomes a command line (--flag-name per field)
+  UserError / cli ...... a user's mistake prints one `error: ...` line and exits 2; bugs keep
+                         their traceback
   set_seed ............. python, numpy, torch (and CUDA) from one integer
   setup_torch .......... CPU settings that matter for speed (flush denormals, oneDNN off)
   get_device ........... CUDA, then Apple MPS, then CPU; "--device" overrides
@@ -61,6 +63,26 @@ def parse_args(cls, argv: list[str] | None = None):
         else:
             p.add_argument(*names, dest=f.name, type=typ, default=f.default, help=help_)
     return cls(**vars(p.parse_args(argv)))
+
+
+# --------------------------------------------------------------------------- errors at the door
+class UserError(ValueError):
+    """A mistake in what the user asked for (unknown name, bad file, bad shape, too little data).
+
+    The message names the problem and the fix. `cli` prints it as one `error: ...` line with no
+    traceback; anything else that goes wrong is our bug and keeps its traceback.
+    """
+
+
+def cli(main, cls, argv: list[str] | None = None):
+    """`if __name__ == "__main__": cli(main, Args)`: parse the flags, run main, and turn a UserError
+    (or a path that does not exist) into `error: ...` on stderr with exit status 2."""
+    args = parse_args(cls, argv)
+    try:
+        return main(args)
+    except (UserError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # --------------------------------------------------------------------------- torch set-up

@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from common import UserError
+
 USER_AGENT = "timeseries-ssl/0.1 (reference implementations of self-supervised time-series papers; python-requests)"
 TIMEOUT = (15.0, 60.0)     # seconds: (connect, read between bytes)
 RETRIES = 4                # attempts per URL
@@ -117,7 +119,7 @@ def list_datasets(family: str | None = None) -> list[str]:
     fams = {"ucr": UCR, "uea": UEA, "tfc": list(TFC), "tser": list(TSER)}
     if family is not None:
         if family not in fams:
-            raise ValueError(f"unknown family {family!r}; choose one of {sorted(fams)}")
+            raise UserError(f"unknown family {family!r}; choose one of {sorted(fams)}")
         return list(fams[family])
     return UCR + UEA + list(TFC) + list(TSER) + [SYNTHETIC]
 
@@ -132,7 +134,7 @@ def _resolve_name(name: str) -> str:
         return lower[name.lower()]
     close = difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.6)
     hint = ", ".join(lower[c] for c in close) if close else "none close"
-    raise ValueError(f"unknown dataset {name!r}. Closest names: {hint}. "
+    raise UserError(f"unknown dataset {name!r}. Closest names: {hint}. "
                      f"data.list_datasets() lists all {len(names)}; a path to a .ts/.npz/.pt file also works.")
 
 
@@ -177,7 +179,7 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- downloads
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A dataset file could not be fetched or failed its checks; the message says what to do."""
 
 
@@ -409,7 +411,7 @@ def _sources(name: str, home: Path) -> tuple[Path, list[str], list[tuple[str, st
         wanted = [f"{name}_TRAIN.ts", f"{name}_TEST.ts"]
         return home / "tser" / name, wanted, [
             (f"https://zenodo.org/records/{TSER[name]}/files/{w}?download=1", w, "ts") for w in wanted]
-    raise ValueError(f"{name!r} has no downloadable files")
+    raise UserError(f"{name!r} has no downloadable files")
 
 
 def fetch(name: str, data_dir=None) -> Path:
@@ -483,13 +485,13 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
                 continue
             if not in_data:
                 if not line.startswith("@"):
-                    raise ValueError(f"{path}:{lineno}: expected a @header or @data before the data")
+                    raise UserError(f"{path}:{lineno}: expected a @header or @data before the data")
                 key, *rest = line[1:].split(None, 1)
                 key, val = key.lower(), (rest[0] if rest else "")
                 if key == "data":
                     in_data = True
                     if header.get("timestamps", "false").lower() == "true":
-                        raise ValueError(f"{path}: @timeStamps true files are not supported")
+                        raise UserError(f"{path}: @timeStamps true files are not supported")
                 else:
                     header[key] = val.strip()
                 continue
@@ -503,14 +505,14 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
                 dims = [np.array(p.replace("?", "nan").split(","), dtype=np.float64) if p.strip() else
                         np.zeros(0) for p in parts]
             except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: cannot parse values ({e})") from None
+                raise UserError(f"{path}:{lineno}: cannot parse values ({e})") from None
             if cases and len(dims) != len(cases[0]):
-                raise ValueError(f"{path}:{lineno}: {len(dims)} dimensions, earlier cases have {len(cases[0])}")
+                raise UserError(f"{path}:{lineno}: {len(dims)} dimensions, earlier cases have {len(cases[0])}")
             cases.append(dims)
     if not in_data:
-        raise ValueError(f"{path}: no @data line; is this a .ts file?")
+        raise UserError(f"{path}: no @data line; is this a .ts file?")
     if not cases:
-        raise ValueError(f"{path}: no cases after @data")
+        raise UserError(f"{path}: no cases after @data")
     X, lengths = _stack(cases)
     y = np.array(labels, dtype=object) if labels else np.array([None] * len(cases), dtype=object)
     return X, lengths, y, header
@@ -544,9 +546,9 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
         try:
             cases.append([np.array(p.replace("?", "nan").split(","), dtype=np.float64) for p in parts])
         except ValueError as e:
-            raise ValueError(f"{path}:{lineno}: cannot parse values ({e})") from None
+            raise UserError(f"{path}:{lineno}: cannot parse values ({e})") from None
     if not cases:
-        raise ValueError(f"{path}: no data rows after @data")
+        raise UserError(f"{path}: no data rows after @data")
     X, _ = _stack(cases)
     return X, np.array(labels, dtype=object)
 
@@ -586,11 +588,11 @@ def read_pt(path) -> tuple[np.ndarray, np.ndarray]:
             with torch.serialization.safe_globals([_import_global(g) for g in unsafe] + dtypes):
                 d = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path} needs Python pickle to load (weights_only=True refused it: {str(e)[:200]}). "
+        raise UserError(f"{path} needs Python pickle to load (weights_only=True refused it: {str(e)[:200]}). "
                          "Re-save it as a dict of tensors, e.g. torch.save({'samples': x, 'labels': y}, path), "
                          "from an environment you trust.") from None
     if not isinstance(d, dict) or "samples" not in d or "labels" not in d:
-        raise ValueError(f"{path}: expected a dict with 'samples' and 'labels', got "
+        raise UserError(f"{path}: expected a dict with 'samples' and 'labels', got "
                          f"{type(d).__name__}{' with keys ' + str(list(d)) if isinstance(d, dict) else ''}")
     X = torch.as_tensor(np.asarray(d["samples"]) if not torch.is_tensor(d["samples"]) else d["samples"]).float().numpy()
     if X.ndim == 2:
@@ -615,7 +617,7 @@ def _encode(labels, names: list[str], split: str, ds_name: str) -> np.ndarray:
     for i, v in enumerate(labels):
         s = str(v)
         if s not in idx:
-            raise ValueError(f"{ds_name}: {split} label {s!r} never occurs in train (train has {names})")
+            raise UserError(f"{ds_name}: {split} label {s!r} never occurs in train (train has {names})")
         out[i] = idx[s]
     return out
 
@@ -657,14 +659,14 @@ def _pad_to(X: np.ndarray, L: int) -> np.ndarray:
 def check_arrays(X: np.ndarray, name: str, split: str) -> None:
     """Refuse input that would silently break training: wrong rank, inf, all-missing series."""
     if X.ndim != 3:
-        raise ValueError(f"{name} {split}: X must be (N, C, L), got shape {X.shape}; "
+        raise UserError(f"{name} {split}: X must be (N, C, L), got shape {X.shape}; "
                          "add a channel axis for univariate data (X[:, None, :]).")
     if len(X) and np.isinf(X).any():
-        raise ValueError(f"{name} {split}: X holds +-inf values; replace them (NaN marks missing values).")
+        raise UserError(f"{name} {split}: X holds +-inf values; replace them (NaN marks missing values).")
     if len(X):
         empty = np.flatnonzero(np.isnan(X).all(axis=(1, 2)))
         if len(empty):
-            raise ValueError(f"{name} {split}: series {empty[:10].tolist()} are entirely missing (NaN); "
+            raise UserError(f"{name} {split}: series {empty[:10].tolist()} are entirely missing (NaN); "
                              "drop them before loading.")
 
 
@@ -676,19 +678,23 @@ def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, se
     lengths: per-split series lengths from the parser; else one past the last observed step.
     """
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if len(Xtr) < 2:
-        raise ValueError(f"{name}: only {len(Xtr)} training series; at least 2 are needed.")
+        raise UserError(f"{name}: only {len(Xtr)} training series; at least 2 are needed.")
     if len(Xte) == 0:
-        raise ValueError(f"{name}: the test split is empty.")
+        raise UserError(f"{name}: the test split is empty.")
     for split, X, y in (("train", Xtr, ytr), ("test", Xte, yte), ("val", Xva, yva)):
         if X is not None:
             check_arrays(X, name, split)
             if len(X) != len(y):
-                raise ValueError(f"{name} {split}: {len(X)} series but {len(y)} labels")
+                raise UserError(f"{name} {split}: {len(X)} series but {len(y)} labels")
             if task != "regression" and any(v is None for v in y):
-                raise ValueError(f"{name} {split}: the file has no class labels (@classLabel false); "
+                raise UserError(f"{name} {split}: the file has no class labels (@classLabel false); "
                                  "these methods evaluate on labelled data.")
+    chans = {s: X.shape[1] for s, X in (("train", Xtr), ("test", Xte), ("val", Xva)) if X is not None}
+    if len(set(chans.values())) > 1:
+        raise UserError(f"{name}: the splits have different channel counts {chans}; every split must "
+                        "hold the same variables, as (N, C, L) with one C.")
     lengths = {s: np.asarray(v) for s, v in (lengths or {}).items()}
     lengths.update({s: _lengths(X) for s, X in (("train", Xtr), ("test", Xte), ("val", Xva))
                     if X is not None and s not in lengths})
@@ -700,6 +706,9 @@ def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, se
         enc = lambda y, s: np.full(len(y), -1, dtype=np.int64)   # noqa: E731  (no classes)
     else:
         names = _label_order(ytr)
+        if len(names) < 2:
+            raise UserError(f"{name}: the training labels hold one class ({names[0]!r}); classification "
+                            "needs at least two classes.")
         enc = lambda y, s: _encode(y, names, s, name)            # noqa: E731
     y_tr = enc(ytr, "train")
     if Xva is None:                                    # carve validation from train, never from test
@@ -737,7 +746,7 @@ def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int 
     name = _resolve_name(name)
     if name in RAW:
         if RAW[name]["loader"] is None:
-            raise ValueError(f"{name} ({RAW[name]['paper']}; {RAW[name]['source']}) is a raw-recording dataset "
+            raise UserError(f"{name} ({RAW[name]['paper']}; {RAW[name]['source']}) is a raw-recording dataset "
                              "whose loader is not written yet (separate issue). Until then, window it yourself "
                              "and pass a .npz with X_train, y_train, X_test, y_test.")
         return RAW[name]["loader"](data_home(data_dir), val_fraction=val_fraction, seed=seed)
@@ -795,8 +804,14 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
         va = parts.get("val", (None, None))
         return _assemble(path.parent.name, *parts["train"], *parts["test"], *va, val_fraction=val_fraction, seed=seed)
     if path.suffix == ".npz":
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                z = {k: npz[k] for k in npz.files}          # read every array now, inside the check
+            keys = set(z)
+        except (ValueError, OSError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path} is not a readable .npz archive of plain arrays ({e}). Save one with "
+                            "np.savez(path, X_train=..., y_train=..., X_test=..., y_test=...), with "
+                            "numeric or string arrays (object arrays need pickle and are refused).") from None
         fix = lambda X: np.asarray(X, dtype=np.float32)[:, None, :] if np.ndim(X) == 2 else np.asarray(X, np.float32)  # noqa: E731
         if {"X_train", "y_train", "X_test", "y_test"} <= keys:
             va = (fix(z["X_val"]), z["y_val"]) if {"X_val", "y_val"} <= keys else (None, None)
@@ -804,8 +819,8 @@ def load_file(path, val_fraction: float = 0.2, seed: int = 0, test_fraction: flo
                              val_fraction=val_fraction, seed=seed)
         if {"X", "y"} <= keys:
             return _split_single(stem, fix(z["X"]), z["y"], val_fraction, seed, test_fraction)
-        raise ValueError(f"{path}: expected arrays X_train, y_train, X_test, y_test (or X, y); found {sorted(keys)}")
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .arff, .tsv, .npz or .pt")
+        raise UserError(f"{path}: expected arrays X_train, y_train, X_test, y_test (or X, y); found {sorted(keys)}")
+    raise UserError(f"{path}: unsupported file type {path.suffix!r}; use .ts, .arff, .tsv, .npz or .pt")
 
 
 def _split_single(name, X, y, val_fraction, seed, test_fraction, task="classification", lengths=None) -> Dataset:
@@ -852,5 +867,5 @@ if __name__ == "__main__":
         sys.exit(1)
     try:
         print(load_dataset(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None))
-    except (ValueError, FileNotFoundError, DownloadError) as err:
+    except (UserError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")

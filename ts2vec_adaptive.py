@@ -75,7 +75,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data
-from common import (arg, get_device, make_run_dir, parse_args, plot_history, progress_line,
+from common import (UserError, arg, cli, get_device, make_run_dir, plot_history, progress_line,
                     save_checkpoint, set_seed, setup_torch, write_results)
 
 METHOD = "ts2vec_adaptive"
@@ -582,7 +582,7 @@ def main(args: Args) -> dict:
     set_seed(args.seed)
     device = get_device(args.device)
     if args.loss not in ("hierarchical", "adaptive") or args.measure not in ("all", "probe", "none"):
-        raise ValueError(f"--loss {args.loss} / --measure {args.measure}: see --help")
+        raise UserError(f"--loss {args.loss} / --measure {args.measure}: see --help")
     ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
                            val_fraction=args.val_fraction, seed=args.seed)
     if ds.name in data.UEA:                                   # official load_UEA: per-channel z-score
@@ -632,4 +632,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    cli(main, Args)
