@@ -440,8 +440,8 @@ def test_linear_eval_separable_and_deterministic():
 
 
 # ------------------------------------------------------------------ smoke runs on real data
-def test_main_smoke_on_gunpoint(shared_data, tmp_path):
-    res = m.main(m.Args(dataset="GunPoint", data_dir=str(shared_data), epochs=1, out_dir=str(tmp_path),
+def test_main_smoke_on_gunpoint(real_data, tmp_path):
+    res = m.main(m.Args(dataset="GunPoint", data_dir=str(real_data), epochs=1, out_dir=str(tmp_path),
                         save_model=True, **TINY))
     run = Path(res["run_dir"])
     saved = json.loads((run / "results.json").read_text())
@@ -453,9 +453,9 @@ def test_main_smoke_on_gunpoint(shared_data, tmp_path):
         assert (run / f).stat().st_size > 0
 
 
-def test_cli_smoke(shared_data, tmp_path):
+def test_cli_smoke(real_data, tmp_path):
     out = subprocess.run([sys.executable, "ts2vec_adaptive.py", "--dataset", "GunPoint",
-                          "--data-dir", str(shared_data), "--epochs", "1", "--loss", "hierarchical",
+                          "--data-dir", str(real_data), "--epochs", "1", "--loss", "hierarchical",
                           "--hidden-dims", "8", "--output-dims", "8", "--depth", "2",
                           "--no-random-init-eval", "--threads", "1", "--out-dir", str(tmp_path)],
                          cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
