@@ -7,11 +7,11 @@ TS2Vec with the hierarchical contrastive loss, and with the Adaptive Resolution 
   Adaptive Resolution Loss: An Efficient and Effective Loss for Time Series Hierarchical
     Contrastive Self-Supervised Learning Framework. Garcia, Perez, Gao, 2025.
     Paper: https://arxiv.org/abs/2502.10567 (equation numbers Eq. (1)-(7) and appendix B follow
-    ../shared/papers/adaptive_resolution_loss.txt). No official code.
+    this paper; its Eq. (1)-(4) restate TS2Vec's loss). No official code.
 
 Read top to bottom next to the two papers:
   1. Args ............. TS2Vec defaults (train.py); preset paper_adaptive = App. D.4
-  2. Data ............. data.load_dataset() -> x (N, C, T); here (N, T, C), as TS2Vec works
+  2. Data ............. data.load_dataset() gives x (N, C, T); this file works in (N, T, C), as TS2Vec
   3. Augmentations .... TS2Vec Sec. 3.2: random cropping of two overlapping views
   4. Encoder .......... TS2Vec Sec. 3.1: projection, timestamp masking, dilated convolutions
   5. Losses ........... Eq. (1)-(4) hierarchical contrastive loss; Eq. (5)-(7) adaptive loss
@@ -19,7 +19,7 @@ Read top to bottom next to the two papers:
   7. Linear eval ...... shared protocol, identical in every method file
   8. main
 
-Losses (the spec, ../shared/specs/ts2vec_adaptive.md, explains every choice):
+Losses:
   --loss hierarchical   TS2Vec: every resolution, every step, averaged (Eq. 4).
   --loss adaptive       one resolution per epoch, drawn from softmax(loss change) (Eq. 5-7).
     --measure all       faithful default: each batch also measures every other resolution's loss
@@ -38,16 +38,17 @@ Where we differ from the papers / official code:
   3. The adaptive loss trains L_j as is, without the 1/(number of levels) of Eq. (4) (the paper
      is silent; AdamW is nearly scale-invariant).
   4. Resolutions are indexed from the coarse end (level j has length in [2^j, 2^(j+1)), j = 0 is
-     the length-1 level): our reading of App. B.1's "flip and shift". If a crop is too short to
-     contain the drawn level, the finest level it has is trained (the paper does not say).
+     the length-1 level): our reading of App. B.1's "flip and shift". A crop too short for the
+     drawn level trains its own finest level instead, the full crop length, which is a coarser
+     level than the one drawn (the paper does not say).
   5. Eq. (5)'s softmax runs over the levels measured in this epoch that also have a previous
      value (App. B.2); carried-forward values (B.1) only serve as the previous value of a level
      that reappears. Epochs 0 and 1 have no loss change yet and draw uniformly.
   6. Evaluation: a pure-PyTorch multinomial logistic regression on max-pooled SWA-encoder
      representations (L2 strength picked on a validation split carved from train), not the
-     official RBF-SVM (sklearn). On the same encoders the two differ by 0-4 points
-     (../shared/specs/ts2vec_official_measurements.md). The adaptive paper used average pooling
-     (App. D.4); we report it too, as a secondary number.
+     official RBF-SVM (sklearn). On the same official encoders the two differ by 0-4 points
+     (docs/ts2vec_official_anchor.md). The adaptive paper used average pooling (App. D.4); we
+     report it too, as a secondary number.
   7. Pre-training uses train + validation series (labels unused), i.e. the whole official train
      split, as TS2Vec does; the probe never sees test labels.
   8. UEA sets get a per-channel z-score fitted on our train split (official: on the whole train
@@ -58,6 +59,10 @@ Where we differ from the papers / official code:
   10. One seeded generator per random stream (crops and batch order: numpy; masks and dropout:
      torch; level draws: numpy), so the loss modes see identical crops. Bitwise parity with the
      official code is not a goal; statistical parity is.
+  11. Eq. (1)-(2) take their anchors from view 1 (r_i,t against r'_i,t). The official code, and
+     this file, use the anchors of both views: the loss is the mean over the 2B (instance) or 2T
+     (temporal) anchors, each against its counterpart in the other view. This makes the loss
+     symmetric in the two views; both papers' published numbers come from the code.
 
 Run:  python3 ts2vec_adaptive.py --dataset GunPoint --loss hierarchical
       python3 ts2vec_adaptive.py --dataset ACSF1 --loss adaptive --measure probe
@@ -231,8 +236,10 @@ class Encoder(nn.Module):
 # about 2x faster on long crops.
 
 def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """Eq. (2) (TS2Vec Eq. 2): at each timestamp, instance i of view 1 against the same instance
-    in view 2, with the other 2B - 2 instances of both views as negatives; mean over anchors."""
+    """Eq. (2) (TS2Vec Eq. 2): at each timestamp, every instance of BOTH views is an anchor (the
+    paper's Eq. (2) anchors view 1 only; deviation 11): instance i of one view against the same
+    instance in the other view, with the other 2B - 2 vectors of both views as negatives; mean
+    over the T * 2B anchors."""
     B, T = z1.size(0), z1.size(1)
     if B == 1:
         return z1.new_zeros(())                               # no negatives
@@ -245,8 +252,10 @@ def instance_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tenso
 
 
 def temporal_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """Eq. (1) (TS2Vec Eq. 1): for each instance, timestamp t of view 1 against the same
-    timestamp in view 2, with the other 2T - 2 timestamps of both views as negatives."""
+    """Eq. (1) (TS2Vec Eq. 1): for each instance, every timestamp of BOTH views is an anchor (the
+    paper's Eq. (1) anchors view 1 only; deviation 11): timestamp t of one view against the same
+    timestamp in the other view, with the other 2T - 2 timestamps of both views as negatives; mean
+    over the B * 2T anchors."""
     B, T = z1.size(0), z1.size(1)
     if T == 1:
         return z1.new_zeros(())                               # no negatives
@@ -300,30 +309,30 @@ def adaptive_resolution_loss(z1, z2, level: int, alpha: float = 0.5, temporal_un
                              measure: bool = True):
     """Eq. (7): L^a = L_r', the loss of the one chosen resolution r' (coarse index `level`).
 
-    Returns (loss with grad, trained level, {j: float L_j}). With measure=True every other
+    Returns (loss with grad, trained level, {j: L_j as a 0-d detached tensor}). With measure=True every other
     resolution is measured too, inside no_grad on detached tensors: they build no graph, keep no
     B x 2T x 2T activations and get no backward pass; this is the faithful reading of Fig. 1 and
     Eq. (5), which score every resolution every epoch. The trained level's value is reused as its
     measurement, so no level is computed twice.
     """
     L = n_levels(z1.size(1))
-    level = min(level, L - 1)                                 # too short a crop: finest present
+    level = min(level, L - 1)        # a crop too short for the drawn level trains its own finest level
     d_star = L - 1 - level                                    # fine index of the trained level
     measured = {}
     for d in range(d_star):                                   # finer than the trained level
         if measure:
             with torch.no_grad():
                 measured[L - 1 - d] = level_loss(z1.detach(), z2.detach(), alpha,
-                                                 d >= temporal_unit).item()
+                                                 d >= temporal_unit)
         z1, z2 = pool(z1), pool(z2)                           # pooling keeps grad: cheap
     loss = level_loss(z1, z2, alpha, d_star >= temporal_unit)  # Eq. (7), with grad
-    measured[level] = loss.item()
+    measured[level] = loss.detach()
     if measure:
         with torch.no_grad():                                 # coarser than the trained level
             z1, z2 = z1.detach(), z2.detach()
             for d in range(d_star + 1, L):
                 z1, z2 = pool(z1), pool(z2)
-                measured[L - 1 - d] = level_loss(z1, z2, alpha, d >= temporal_unit).item()
+                measured[L - 1 - d] = level_loss(z1, z2, alpha, d >= temporal_unit)
     return loss, level, measured
 
 
@@ -364,7 +373,7 @@ class ResolutionSampler:
         return sample_level(scores, self.rng)                 # Eq. (6)
 
     def record(self, measured: dict) -> None:
-        """One batch's {j: L_j}; j is already aligned (coarse index), so no shift is needed."""
+        """One batch's {j: float L_j}; j is already aligned (coarse index), so no shift is needed."""
         for j, v in measured.items():
             self.sums[j] = self.sums.get(j, 0.0) + v
             self.counts[j] = self.counts.get(j, 0) + 1
@@ -406,12 +415,11 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
     history, epoch_times, steps = [], [], 0
     t_start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(n_epochs):
+        n_steps = min(per_epoch, n_iters - steps)             # the last epoch may stop at n_iters
         t_epoch, losses, hier = time.perf_counter(), [], []
         level_sums, level_counts, trained_counts = {}, {}, {}
         perm = rng.permutation(N)
-        for b in range(per_epoch):
-            if steps >= n_iters:                              # stop exactly at n_iters
-                break
+        for b in range(n_steps):
             xb = xt[torch.from_numpy(perm[b * bs:(b + 1) * bs]).to(device)]   # (B, T, C)
             if xb.size(1) > args.max_train_length:            # one random window per batch
                 w = int(rng.integers(xb.size(1) - args.max_train_length + 1))
@@ -424,41 +432,41 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
                 loss, trained_j, measured = adaptive_resolution_loss(
                     z1, z2, sampler.level, args.alpha, args.temporal_unit, measure)
                 trained_counts[trained_j] = trained_counts.get(trained_j, 0) + 1   # < drawn if crop short
-                if measure:
-                    sampler.record(measured)
             else:                                             # TS2Vec: Eq. (4)
-                per_level: dict = {}
-                loss = hierarchical_contrastive_loss(z1, z2, args.alpha, args.temporal_unit, per_level)
-                measured, measure = {j: v.item() for j, v in per_level.items()}, True
+                measured, measure = {}, True
+                loss = hierarchical_contrastive_loss(z1, z2, args.alpha, args.temporal_unit, measured)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             swa.update_parameters(net)
             steps += 1
-            losses.append(loss.item())
+            values = torch.stack([loss.detach(), *measured.values()]).tolist()   # one device sync per step
+            losses.append(values[0])
+            measured = dict(zip(measured, values[1:]))        # {coarse level j: float L_j}
+            if adaptive and measure:
+                sampler.record(measured)
             if measure:                                       # the implied hierarchical value
                 hier.append(sum(measured.values()) / len(measured))
                 for j, v in measured.items():
                     level_sums[j] = level_sums.get(j, 0.0) + v
                     level_counts[j] = level_counts.get(j, 0) + 1
-        else:                                                 # a complete epoch: log it
-            trained = sampler.level                           # the level drawn for this epoch
-            means, scores = sampler.end_epoch() if adaptive else (
-                {j: level_sums[j] / level_counts[j] for j in sorted(level_sums)}, {})
-            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                   "loss_terms": {"hier": float(np.mean(hier))} if hier else {},
-                   "level": trained if adaptive else None,
-                   "trained_levels": {str(j): c for j, c in sorted(trained_counts.items())},  # steps per level
-                   "level_losses": {str(j): v for j, v in means.items()},
-                   "scores": {str(j): v for j, v in scores.items()}, "iters": steps}
-            history.append(rec)
-            epoch_times.append(time.perf_counter() - t_epoch)
-            if args.log:
-                terms = dict(rec["loss_terms"], **({"level": trained} if adaptive else {}))
-                log(progress_line(epoch + 1, n_epochs, rec["loss"], terms, per_epoch * bs,
-                                  epoch_times[-1], time.perf_counter() - t_start))
-            continue
-        break                                                 # stopped mid-epoch: not logged
+        if n_steps < per_epoch:                               # stopped mid-epoch: not logged
+            break
+        trained = sampler.level                               # the level drawn for this epoch
+        means, scores = sampler.end_epoch() if adaptive else (
+            {j: level_sums[j] / level_counts[j] for j in sorted(level_sums)}, {})
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "loss_terms": {"hier": float(np.mean(hier))} if hier else {},
+               "level": trained if adaptive else None,
+               "trained_levels": {str(j): c for j, c in sorted(trained_counts.items())},  # steps per level
+               "level_losses": {str(j): v for j, v in means.items()},
+               "scores": {str(j): v for j, v in scores.items()}, "iters": steps}
+        history.append(rec)
+        epoch_times.append(time.perf_counter() - t_epoch)
+        if args.log:
+            terms = dict(rec["loss_terms"], **({"level": trained} if adaptive else {}))
+            log(progress_line(epoch + 1, n_epochs, rec["loss"], terms, per_epoch * bs,
+                              epoch_times[-1], time.perf_counter() - t_start))
     stats = {"train_time_s": time.perf_counter() - t_start, "iters": steps,
              "train_cpu_s": time.process_time() - cpu_start,      # process CPU time, all threads
              "epochs_logged": len(history), "iters_per_epoch": per_epoch, "batch_size": bs,
@@ -560,7 +568,7 @@ def plot_resolutions(history: list, path, title: str = "") -> None:
         fig.colorbar(im, ax=a1, label="s_j (Eq. 5)")
     trained = [(h["epoch"], h["level"]) for h in history if h["level"] is not None]
     if trained:
-        a1.plot(*zip(*trained), "r.", ms=6, label="drawn level (a short crop trains a coarser one)")
+        a1.plot(*zip(*trained), "r.", ms=6, label="drawn level (a crop too short for it trains its own finest level)")
         a1.legend(fontsize=8, loc="upper right")
     a1.set_ylabel("level j (length ~ 2^j)")
     a1.set_title(f"{title}: level drawn per epoch (dots) over the scores it was drawn from", fontsize=9)
@@ -591,14 +599,17 @@ def main(args: Args) -> dict:
     method = METHOD if args.loss == "adaptive" else f"{METHOD}_hierarchical"
     print(f"[{METHOD}] {ds.name} seed={args.seed} device={device} loss={args.loss}"
           f"{'/' + args.measure if args.loss == 'adaptive' else ''} preset={args.preset} | "
-          f"x ({len(x_tr) + len(x_va)}, {x_tr.shape[2]}, {x_tr.shape[1]}) train+val, "
+          f"x (N, T, C) = ({len(x_tr) + len(x_va)}, {x_tr.shape[1]}, {x_tr.shape[2]}) train+val, "
           f"{len(x_te)} test, {ds.n_classes} classes | flush-denormal on, "
           f"oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}, {torch.get_num_threads()} threads")
 
     # METHOD: pre-train on every training series (train + val; labels unused, deviation 7)
     net, init_net, history, stats = pretrain(np.concatenate([x_tr, x_va]), args, device)
-    print(f"trained {stats['iters']} iters ({stats['epochs_logged']} logged epochs of "
-          f"{stats['iters_per_epoch']}) in {stats['train_time_s']:.1f} s")
+    full, extra = divmod(stats["iters"], stats["iters_per_epoch"])
+    print(f"pre-training done: {stats['iters']} optimiser steps in {stats['train_time_s']:.1f} s = "
+          f"{full} full passes over the training series in batches of {stats['batch_size']}"
+          + (f", plus {extra} steps of a last pass (not logged)" if extra else "")
+          + (" (TS2Vec's rule: 200 steps for small datasets, 600 for large)" if not (args.iters or args.epochs) else ""))
 
     # Evaluation: frozen SWA encoder, linear probe (shared protocol); same probe on the init
     def probe(model):
