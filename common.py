@@ -118,9 +118,9 @@ def get_device(name: str = "auto"):
     if name != "auto":
         dev = torch.device(name)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name}: CUDA is not available here; use --device cpu")
+            raise UserError(f"--device {name}: CUDA is not available here; use --device cpu")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"--device {name}: Apple MPS is not available here; use --device cpu")
+            raise UserError(f"--device {name}: Apple MPS is not available here; use --device cpu")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -593,6 +593,9 @@ def main(args: Args) -> dict:
         raise UserError(f"--loss {args.loss} / --measure {args.measure}: see --help")
     ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
                            val_fraction=args.val_fraction, seed=args.seed)
+    if ds.length < 2 ** (args.temporal_unit + 1):             # random_crop needs an overlap of 2^(unit+1)
+        raise UserError(f"{ds.name}: series of length {ds.length} are too short; TS2Vec's cropping needs "
+                        f"at least {2 ** (args.temporal_unit + 1)} steps (2^(temporal_unit + 1)).")
     if ds.name in data.UEA:                                   # official load_UEA: per-channel z-score
         ds = data.standardize(ds, per="channel")              # (UCR sets are used as shipped)
     x_tr, x_va, x_te = (np.ascontiguousarray(a.transpose(0, 2, 1)) for a in (ds.X_train, ds.X_val, ds.X_test))

@@ -14,7 +14,7 @@ Results are written after every run (JSON with every number, and a markdown summ
 partial benchmark still leaves its numbers:
   benchmarks/results/ts2vec_adaptive.json, benchmarks/results/ts2vec_adaptive.md
 
-Run:  python3 benchmarks/bench_ts2vec_adaptive.py --data-dir ../shared/data
+Run:  python3 benchmarks/bench_ts2vec_adaptive.py [--data-dir DIR]   (DIR: local copies laid out as the cache)
       python3 benchmarks/bench_ts2vec_adaptive.py --summarize-only      # rebuild the markdown
       python3 benchmarks/bench_ts2vec_adaptive.py --replace --datasets BasicMotions --seeds 1 \
           --long-dataset ''                                             # re-measure one pair
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from common import arg, parse_args, save_json  # noqa: E402
 
 # The official TS2Vec code on this machine (FTZ on, oneDNN off), from
-# ../shared/specs/ts2vec_official_measurements.md: SVM protocol, seed 42, one run each.
+# docs/ts2vec_official_anchor.md: the official code on this machine, SVM protocol, seed 42, one run each.
 OFFICIAL = {"GunPoint": (0.980, 23.4), "ArrowHead": (0.840, 34.1), "BasicMotions": (0.975, 20.4)}
 
 
@@ -143,7 +143,7 @@ def summarize(runs: list, meta: dict) -> str:
                 notes.append(f"Seed {seed}: adaptive (measure probe) / floor = **{probe / floor:.2f}** "
                              "(goal ≤ 1.10).")
         out += [""] + notes
-    out.append("\nCommand: `python3 benchmarks/bench_ts2vec_adaptive.py --data-dir ../shared/data "
+    out.append("\nCommand: `python3 benchmarks/bench_ts2vec_adaptive.py --data-dir DATA "
                f"--fixed-floor` (settings: {json.dumps(meta.get('args', {}))}); ACSF1 seed 2 added with "
                "`--replace --datasets '' --long-seeds 2 --long-modes hierarchical,probe`.")
     return "\n".join(out) + "\n"

@@ -47,7 +47,7 @@ def test_device_and_cpu_settings():
     assert common.get_device("cpu").type == "cpu"
     assert common.get_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="use --device cpu"):
+        with pytest.raises(common.UserError, match="use --device cpu"):
             common.get_device("cuda")
     old = torch.backends.mkldnn.enabled
     try:

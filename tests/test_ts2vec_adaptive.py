@@ -462,3 +462,280 @@ def test_cli_smoke(real_data, tmp_path):
     assert "epoch 1/1" in out.stdout and "linear eval" in out.stdout
     (f,) = tmp_path.glob("*/results.json")
     assert json.loads(f.read_text())["method"] == "ts2vec_adaptive_hierarchical"
+
+
+# ================================================================== parts against independent references
+# Each test below names the plausible wrong version it exists to catch.
+
+class RefSamePadConv(nn.Module):
+    """Official SamePadConv, written here from its structure: padding = receptive_field // 2,
+    one step removed from the end when the receptive field is even (never for kernel 3)."""
+
+    def __init__(self, c_in, c_out, k, dilation):
+        super().__init__()
+        rf = (k - 1) * dilation + 1
+        self.conv = nn.Conv1d(c_in, c_out, k, padding=rf // 2, dilation=dilation)
+        self.remove = 1 if rf % 2 == 0 else 0
+
+    def forward(self, x):
+        out = self.conv(x)
+        return out[:, :, :-self.remove] if self.remove else out
+
+
+class RefConvBlock(nn.Module):
+    """Official ConvBlock: GELU before each conv, residual, 1x1 projector where widths change or final."""
+
+    def __init__(self, c_in, c_out, dilation, final):
+        super().__init__()
+        self.conv1 = RefSamePadConv(c_in, c_out, 3, dilation)
+        self.conv2 = RefSamePadConv(c_out, c_out, 3, dilation)
+        self.projector = nn.Conv1d(c_in, c_out, 1) if (c_in != c_out or final) else None
+
+    def forward(self, x):
+        residual = x if self.projector is None else self.projector(x)
+        x = F.gelu(x)
+        x = self.conv1(x)
+        x = F.gelu(x)
+        x = self.conv2(x)
+        return x + residual
+
+
+class RefTSEncoder(nn.Module):
+    """Official TSEncoder structure, with the timestamp mask passed in (True = keep)."""
+
+    def __init__(self, c_in, K, hidden, depth, dropout):
+        super().__init__()
+        self.input_fc = nn.Linear(c_in, hidden)
+        chans = [hidden] * depth + [K]
+        self.blocks = nn.Sequential(*[RefConvBlock(chans[i - 1] if i > 0 else hidden, chans[i], 2 ** i,
+                                                   final=(i == len(chans) - 1)) for i in range(len(chans))])
+        self.repr_dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):
+        nan_mask = ~x.isnan().any(dim=-1)
+        x = x.clone()
+        x[~nan_mask] = 0
+        x = self.input_fc(x)
+        mask = mask & nan_mask
+        x[~mask] = 0
+        x = self.blocks(x.transpose(1, 2))
+        return self.repr_dropout(x).transpose(1, 2)
+
+
+def _ref_state(ours):
+    """Our state dict in the reference's names (conv weights live one level deeper there)."""
+    out = {}
+    for k, v in ours.state_dict().items():
+        k = k.replace(".conv1.", ".conv1.conv.").replace(".conv2.", ".conv2.conv.")
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("c_in,K,hidden,depth,T", [(1, 8, 6, 2, 37), (3, 5, 5, 3, 12), (2, 7, 4, 4, 9)])
+def test_encoder_equals_official_structure_in_eval_mode(c_in, K, hidden, depth, T):
+    """Catches: activation after the conv, a missing residual or projector, wrong dilations, padding."""
+    torch.manual_seed(c_in + depth)
+    ours = m.Encoder(c_in, K, hidden, depth, mask_p=0.5, dropout=0.1).double().eval()
+    ref = RefTSEncoder(c_in, K, hidden, depth, 0.1).double().eval()
+    ref.load_state_dict(_ref_state(ours))
+    x = torch.randn(3, T, c_in, dtype=torch.float64)
+    x[1, :4] = float("nan")                                           # missing steps are zeroed first
+    keep = torch.ones(3, T, dtype=torch.bool)                         # eval: official mask 'all_true'
+    assert torch.allclose(ours(x), ref(x, keep), atol=1e-12)
+
+
+def test_encoder_training_mask_and_dropout_equal_the_reference():
+    """Catches: mask applied after the projection's bias is lost, mask drawn once per batch, dropout gone."""
+    torch.manual_seed(0)
+    ours = m.Encoder(2, 6, 5, 2, mask_p=0.5, dropout=0.0).double().train()
+    ref = RefTSEncoder(2, 6, 5, 2, 0.0).double().train()
+    ref.load_state_dict(_ref_state(ours))
+    x = torch.randn(4, 30, 2, dtype=torch.float64)
+    torch.manual_seed(7)
+    out = ours(x)
+    torch.manual_seed(7)
+    keep = torch.rand(4, 30) < 0.5                                    # the same draw, made here
+    assert torch.allclose(out, ref(x, keep), atol=1e-12)
+    assert not (keep == keep[:1]).all()                               # the mask differs per instance
+    drop = m.Encoder(2, 6, 5, 2, mask_p=1.0, dropout=0.5).double()
+    drop.load_state_dict(ours.state_dict())
+    drop.train()
+    a, b = drop(x), drop(x)
+    zero = (a == 0).double().mean().item()
+    assert 0.35 < zero < 0.65 and not torch.equal(a, b)              # dropout active in training
+    drop.eval()
+    assert torch.equal(drop(x), drop(x))                              # and off in eval
+    assert torch.allclose(drop(x), ref.eval()(x, torch.ones(4, 30, dtype=torch.bool)), atol=1e-12)
+
+
+def test_random_crop_distribution():
+    """Catches: an overlap that never reaches the full length, one offset shared by the batch,
+    views whose overlaps hold different timestamps."""
+    rng = np.random.default_rng(0)
+    T, B, n = 12, 6, 4000
+    lengths, shared = [], 0
+    for _ in range(n):
+        crop_l, (s1, n1), (s2, n2) = m.random_crop(T, B, rng)
+        lengths.append(crop_l)
+        assert (s1 + n1 - crop_l == s2).all()                          # overlap: same absolute steps
+        shared += len(set(s1.tolist())) == 1
+    counts = np.bincount(lengths, minlength=T + 1)[2:]
+    assert counts.min() > 0 and counts[-1] > 0                        # every overlap length 2..T occurs
+    p = 1 / (T - 1)                                                   # uniform over 2..T, as official
+    assert np.all(np.abs(counts / n - p) < 5 * np.sqrt(p * (1 - p) / n))
+    assert shared < n * 0.5                                           # offsets differ across instances
+    crop_l, (s1, n1), (s2, n2) = m.random_crop(8, 4, np.random.default_rng(1), temporal_unit=2)
+    assert crop_l >= 8                                                # 2^(unit+1): the coarsest level exists
+
+
+def test_centerize_against_a_per_series_loop():
+    """Catches: padding moved the wrong way, equal-length series changed, odd padding split wrongly."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 11, 2))
+    obs = [11, 4, 7, 1, 10]
+    for i, L in enumerate(obs):
+        x[i, L:] = np.nan
+    x[4, :1] = np.nan                                                 # one leading NaN already
+    out = m.centerize(x)
+    for i in range(5):
+        observed = ~np.isnan(x[i]).all(-1)
+        lead, trail = observed.argmax(), observed[::-1].argmax()
+        want_lead = (lead + trail) // 2                               # half the padding in front
+        got = ~np.isnan(out[i]).all(-1)
+        assert got.argmax() == want_lead and got.sum() == observed.sum()
+        np.testing.assert_array_equal(out[i][got], x[i][observed])    # values kept, in order
+    same = rng.normal(size=(3, 9, 1))
+    assert m.centerize(same) is same
+
+
+def _x(n=24, T=40, C=1, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, T, C)).astype(np.float32)
+
+
+def test_max_train_length_window_is_random_and_applied(monkeypatch):
+    """Catches: the window never applied, always the same window."""
+    seen = []
+    real_take = m.take_per_row
+
+    def spy(xb, start, length):
+        seen.append((xb.size(1), xb[0, 0, 0].item()))
+        return real_take(xb, start, length)
+
+    monkeypatch.setattr(m, "take_per_row", spy)
+    x = np.tile(np.arange(40, dtype=np.float32)[None, :, None], (24, 1, 1))   # x[n, t] = t
+    m.pretrain(x, m.Args(dataset="synthetic", iters=12, max_train_length=16, **TINY), torch.device("cpu"))
+    assert {T for T, _ in seen} == {16}
+    assert len({first for _, first in seen}) > 3                      # window starts vary (0..24)
+
+
+@pytest.mark.parametrize("measure", ["all", "probe"])
+def test_sampler_scores_decide_the_next_level(monkeypatch, measure):
+    """Catches: a sampler that computes the Eq. (5) scores and then draws uniformly."""
+    monkeypatch.setattr(m, "resolution_scores", lambda prev, cur: {2: 1.0, 0: 0.0, 1: 0.0} if cur and prev else {})
+    args = m.Args(dataset="synthetic", epochs=6, measure=measure, **TINY)
+    _, _, hist, _ = m.pretrain(_x(T=32), args, torch.device("cpu"))
+    assert [h["level"] for h in hist[2:]] == [2] * 4                  # epochs 3.. follow the scores
+    monkeypatch.undo()                                                # the real Eq. (5) from here on
+    smp = m.ResolutionSampler(6, np.random.default_rng(0))
+    smp.last = {j: 1.0 for j in range(6)}
+    smp.record({j: 1.0 + 40.0 * (j == 4) for j in range(6)})         # level 4's loss jumped
+    smp.end_epoch()
+    assert smp.level == 4
+
+
+def test_probe_measures_the_first_batch_only(monkeypatch):
+    """Catches: --measure probe measuring every batch (no saving) or none (no scores)."""
+    flags = []
+    real = m.adaptive_resolution_loss
+
+    def spy(z1, z2, level, alpha, unit, measure):
+        flags.append(measure)
+        return real(z1, z2, level, alpha, unit, measure)
+
+    monkeypatch.setattr(m, "adaptive_resolution_loss", spy)
+    args = m.Args(dataset="synthetic", epochs=3, measure="probe", **TINY)
+    _, _, hist, stats = m.pretrain(_x(n=24, T=32), args, torch.device("cpu"))
+    per = stats["iters_per_epoch"]
+    assert per == 3 and flags == [True, False, False] * 3
+    assert all(h["level_losses"] for h in hist) and hist[2]["scores"]   # scores from the probe batch
+
+
+def test_embed_is_the_eval_encoder_max_pooled():
+    """Catches: mean pooling as the main number, evaluation in training mode (mask and dropout on)."""
+    torch.manual_seed(0)
+    net = m.Encoder(1, 6, 5, 2, dropout=0.5).train()
+    x = _x(n=5, T=20)
+    zmax, zavg = m.embed(net, x, 2, torch.device("cpu"))
+    assert net.training                                               # mode restored
+    net.eval()
+    with torch.no_grad():
+        h = net(torch.from_numpy(x))
+    assert torch.allclose(zmax, h.amax(1), atol=1e-6) and torch.allclose(zavg, h.mean(1), atol=1e-6)
+
+
+def test_main_reports_the_max_pooled_probe_as_accuracy(monkeypatch, tmp_path):
+    """Catches: main swapping max and average pooling in what it reports."""
+    def fake_embed(net, x, bs, device):
+        n = len(x)
+        return torch.full((n, 2), 1.0), torch.full((n, 2), 2.0)      # max marked 1, avg marked 2
+
+    def fake_probe(z_train, *rest):
+        acc = 0.25 if float(z_train[0, 0]) == 1.0 else 0.75
+        return {"accuracy": acc, "macro_f1": acc, "C": 1.0, "val_accuracy": None}
+
+    monkeypatch.setattr(m, "embed", fake_embed)
+    monkeypatch.setattr(m, "linear_eval", fake_probe)
+    res = m.main(m.Args(dataset="synthetic", iters=2, out_dir=str(tmp_path), **TINY))
+    assert res["eval"]["accuracy"] == 0.25 and res["eval"]["accuracy_avgpool"] == 0.75
+    assert res["eval"]["random_init_accuracy"] == 0.25
+
+
+# ------------------------------------------------------------------ bad input at the door
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _bad_inputs(tmp):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 2, 30)), np.arange(10) % 2
+    (tmp / "notes.npz").write_text("this is not an archive")
+    (tmp / "bad.csv").write_text("1,2,3\n")
+    (tmp / "Bad_TRAIN.ts").write_text("@problemName x\n@data\n1,2,abc:0\n")
+    (tmp / "Bad_TEST.ts").write_text("@problemName x\n@data\n1,2,3:0\n")
+    nan = X.copy()
+    nan[3] = np.nan
+    return {
+        "unknown name": (["--dataset", "GunPiont"], "Closest names"),
+        "missing file": (["--dataset", str(tmp / "nope.npz")], "no such file"),
+        "npz keys": (["--dataset", _npz(tmp / "keys.npz", A=X)], "expected arrays"),
+        "npz channels": (["--dataset", _npz(tmp / "ch.npz", X_train=X, y_train=y, X_test=X[:, :1], y_test=y)],
+                         "different channel counts"),
+        "not an npz": (["--dataset", str(tmp / "notes.npz")], "not a readable .npz"),
+        "object npz": (["--dataset", _npz(tmp / "obj.npz", X=np.array([X[0], X[1, 0]], dtype=object), y=y[:2])],
+                       "not a readable .npz"),
+        "one class": (["--dataset", _npz(tmp / "one.npz", X=X, y=np.zeros(10))], "one class"),
+        "file type": (["--dataset", str(tmp / "bad.csv")], "unsupported file type"),
+        "bad .ts": (["--dataset", str(tmp / "Bad_TRAIN.ts")], "cannot parse"),
+        "all-NaN series": (["--dataset", _npz(tmp / "nan.npz", X=nan, y=y)], "entirely missing"),
+        "bad --loss": (["--dataset", "synthetic", "--loss", "triplet"], "--loss"),
+        "too short": (["--dataset", _npz(tmp / "short.npz", X=X[:, :, :1], y=y)], "too short"),
+    }
+
+
+def test_bad_input_gets_one_error_line_and_exit_2(tmp_path, capsys):
+    """A user's mistake prints `error: ...` (what is wrong, how to fix it) and no traceback."""
+    import common
+    for what, (argv, expect) in _bad_inputs(tmp_path).items():
+        with pytest.raises(SystemExit) as e:
+            common.cli(m.main, m.Args, argv + ["--out-dir", str(tmp_path / "runs"), "--no-log"])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2, what
+        assert err.startswith("error: ") and expect in err and "Traceback" not in err, (what, err)
+
+
+def test_bad_input_through_the_real_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "ts2vec_adaptive.py", "--dataset", "GunPiont"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "GunPoint" in out.stderr

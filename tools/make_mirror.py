@@ -1,6 +1,8 @@
-"""Build a local mirror of the dataset hosts from the real files in ../shared/data.
+"""Build a local mirror of the dataset hosts from a folder of real files laid out as data.py's
+cache (ucr_uea/<Name>/*.ts, tfc/<Name>/{train,val,test}.pt). The default folder is tests/data, the
+small real files shipped with the project; pass another (your cache, say) as the second argument.
 
-    python tools/make_mirror.py /tmp/mirror
+    python tools/make_mirror.py /tmp/mirror [FOLDER]
     python -m http.server 8765 --bind 127.0.0.1 --directory /tmp/mirror &
     TS_DATA_MIRROR=http://127.0.0.1:8765 python data.py GunPoint
 
@@ -42,5 +44,5 @@ def build(out: Path, shared: Path) -> list[str]:
 
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "mirror")
-    shared = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[2] / "shared" / "data"
+    shared = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parents[1] / "tests" / "data"
     print(f"mirror of {', '.join(build(out, shared))} in {out}")
