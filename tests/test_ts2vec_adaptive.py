@@ -739,3 +739,72 @@ def test_bad_input_through_the_real_command_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "GunPoint" in out.stderr
+
+
+# ------------------------------------------------------------------ survivors of mutation testing, killed
+def test_centerize_series_padded_at_the_end_only():
+    """The usual NaN padding (no series starts with NaN) must still be centred; odd paddings round down."""
+    x = np.arange(2 * 8, dtype=float).reshape(2, 8, 1)
+    x[0, 5:] = np.nan                                                 # 3 trailing: 1 moves to the front
+    x[1, 7:] = np.nan                                                 # 1 trailing: stays at the end
+    out = m.centerize(x)
+    assert np.isnan(out[0, :1, 0]).all() and np.isnan(out[0, 6:, 0]).all()
+    np.testing.assert_array_equal(out[0, 1:6, 0], x[0, :5, 0])
+    np.testing.assert_array_equal(out[1], x[1])
+    y = np.arange(6, dtype=float).reshape(1, 6, 1)
+    y[0, :1] = np.nan                                                 # 1 leading, 0 trailing: moves to the end
+    out = m.centerize(np.concatenate([y, np.ones((1, 6, 1))]))
+    assert np.isnan(out[0, 5, 0]) and not np.isnan(out[0, :5, 0]).any()
+
+
+def test_sampler_epoch_means_average_the_batches():
+    smp = m.ResolutionSampler(4, np.random.default_rng(0))
+    smp.record({0: 1.0, 1: 4.0})
+    smp.record({0: 3.0})
+    means, _ = smp.end_epoch()
+    assert means == {0: 2.0, 1: 4.0}                                  # mean over the batches that measured j
+
+
+@pytest.mark.parametrize("unit", [1, 2])
+def test_measured_levels_match_hierarchical_with_a_temporal_unit(unit):
+    z1, z2 = rand_views(3, 40, 4, seed=unit)
+    per = {}
+    m.hierarchical_contrastive_loss(z1, z2, temporal_unit=unit, per_level=per)
+    for level in range(6):
+        _, _, measured = m.adaptive_resolution_loss(z1, z2, level, temporal_unit=unit)
+        for j in per:
+            assert abs(float(measured[j]) - per[j].item()) < 1e-9, (level, j)
+
+
+def test_encoder_defaults_are_ts2vec_and_dilated_conv_is_a_drop_in_conv1d():
+    net = m.Encoder(1)
+    assert (net.input_fc.out_features, len(net.blocks), net.blocks[-1].conv2.out_channels) == (64, 11, 320)
+    assert net.mask_p == 0.5 and net.repr_dropout.p == 0.1
+    conv = m.DilatedConv(2, 3, 4).double()
+    x = torch.randn(2, 2, 11, dtype=torch.float64)
+    assert torch.allclose(nn.Conv1d.forward(conv, x), conv(x), atol=1e-12)   # torch's own path agrees
+
+
+def _official_crop(T, B, rng, temporal_unit=0):
+    """The official fit loop's draws, transcribed (np.random.randint(low, high) -> rng.integers):
+    crop_l, crop_left, crop_eleft, crop_eright, then one crop_offset per instance."""
+    crop_l = rng.integers(low=2 ** (temporal_unit + 1), high=T + 1)
+    crop_left = rng.integers(T - crop_l + 1)
+    crop_right = crop_left + crop_l
+    crop_eleft = rng.integers(crop_left + 1)
+    crop_eright = rng.integers(low=crop_right, high=T + 1)
+    crop_offset = rng.integers(low=-crop_eleft, high=T - crop_eright + 1, size=B)
+    view1 = (crop_offset + crop_eleft, crop_right - crop_eleft)      # x[offset + eleft : offset + right]
+    view2 = (crop_offset + crop_left, crop_eright - crop_left)       # x[offset + left : offset + eright]
+    return int(crop_l), view1, view2
+
+
+def test_random_crop_draws_equal_the_official_fit_loop():
+    for seed in range(200):
+        T, B = 2 + seed % 40, 1 + seed % 5
+        ours = m.random_crop(T, B, np.random.default_rng(seed), temporal_unit=0)
+        ref = _official_crop(T, B, np.random.default_rng(seed))
+        assert ours[0] == ref[0]
+        for (s, n), (rs, rn) in zip(ours[1:], ref[1:]):
+            np.testing.assert_array_equal(s, rs)
+            assert n == rn
