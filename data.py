@@ -20,7 +20,9 @@ Where files live: `$TS_DATA_DIR`, else `~/.cache/timeseries-ssl`, laid out as
   <data_dir>/tfc/<Name>/train.pt, val.pt, test.pt              (+ <Name>.zip)
   <data_dir>/tser/<Name>/<Name>_TRAIN.ts, <Name>_TEST.ts
   <data_dir>/manifest.json   SHA-256 of every archive, recorded on first download, checked on each use
-Files put there by hand are used as they are. `TS_DATA_MIRROR=<base URL>` sends every download to
+                             and against any later download of it; extracted files are checked
+                             against the archive's CRC-32 on each use
+Files put there by hand are used as they are and never overwritten. `TS_DATA_MIRROR=<base URL>` sends every download to
 `<base>/<original host>/<original path>?<original query>` instead (offline mirrors, tests).
 """
 from __future__ import annotations

@@ -320,13 +320,12 @@ def test_torch_lower_bound_has_no_known_weights_only_bypass(tmp_path, monkeypatc
 
 
 class _RunsCode:
-    """Unpickling this creates the file `marker`: what a malicious data file would do."""
+    """Unpickling this runs exec(...), which creates the file `marker`: what a malicious data file does."""
     def __init__(self, marker):
-        self.marker = marker
+        self.marker = str(marker)
 
     def __reduce__(self):
-        from pathlib import Path
-        return Path.touch, (Path(self.marker),)
+        return exec, (f"open({self.marker!r}, 'w').close()",)
 
 
 def test_npz_that_needs_pickle_is_refused_and_runs_nothing(tmp_path):

@@ -4,6 +4,7 @@ The server serves zips built from the real files in ../shared/data at the real h
 (<mirror>/<host>/<path>), so data.py runs exactly the code a user runs against the real hosts.
 """
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -57,7 +58,7 @@ class Mirror:
                     time.sleep(0.25)                  # under the 0.5 s read timeout
                 # RFC 9110: a Range is honoured only if If-Range (when sent) names the current version
                 if rng and rng.startswith("bytes=") and "norange" not in fault and \
-                        self.headers.get("If-Range") in (None, etag):
+                        (self.headers.get("If-Range") in (None, etag) or "ignoreifrange" in fault):
                     start = int(rng[6:].split("-")[0])
                 said = max(start - 7, 0) if "badrange" in fault and start else start   # a Content-Range that lies
                 part = body[said:]
@@ -94,7 +95,7 @@ class Mirror:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self):
@@ -111,16 +112,22 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def mirror(monkeypatch, shared_data, tmp_path):
-    m = Mirror()
+@functools.lru_cache(maxsize=1)
+def _host_files(shared_data: Path) -> dict:
+    """The hosts' zips, built once per session from the real files."""
     gp = shared_data / "ucr_uea/GunPoint"
     bm = shared_data / "ucr_uea/BasicMotions"
     ge = shared_data / "tfc/Gesture"
     # GunPoint: files at the zip's top level; BasicMotions: inside one folder (both occur on the host)
-    m.files[f"{UCR_HOST}/GunPoint.zip"] = _zip({p.name: p.read_bytes() for p in gp.glob("*.ts")})
-    m.files[f"{UCR_HOST}/BasicMotions.zip"] = _zip({f"BasicMotions/{p.name}": p.read_bytes() for p in bm.glob("*.ts")})
-    m.files["figshare.com/ndownloader/articles/19930247/versions/1"] = _zip({p.name: p.read_bytes() for p in ge.glob("*.pt")})
+    return {f"{UCR_HOST}/GunPoint.zip": _zip({p.name: p.read_bytes() for p in gp.glob("*.ts")}),
+            f"{UCR_HOST}/BasicMotions.zip": _zip({f"BasicMotions/{p.name}": p.read_bytes() for p in bm.glob("*.ts")}),
+            "figshare.com/ndownloader/articles/19930247/versions/1": _zip({p.name: p.read_bytes() for p in ge.glob("*.pt")})}
+
+
+@pytest.fixture
+def mirror(monkeypatch, shared_data, tmp_path):
+    m = Mirror()
+    m.files.update(_host_files(shared_data))
     reg = "@problemName Covid3Month\n@timeStamps false\n@univariate true\n@targetlabel true\n@data\n"
     for split, rows in (("TRAIN", "1,2,3:0.5\n2,3,4:0.7\n3,4,5:0.1\n"), ("TEST", "1,1,1:0.2\n")):
         m.files[f"zenodo.org/records/18484843/files/Covid3Month_{split}.ts"] = (reg + rows).encode()
@@ -409,6 +416,16 @@ def test_file_changed_on_the_host_between_attempts_is_sent_whole(mirror, shared_
     assert (mirror.cache / GP_ZIP).read_bytes() == mirror.changed[GP]
     assert mirror.requests[1][1].get("If-Range") == mirror.requests[1][1].get("If-Range", "x") != "x"
     _assert_clean(mirror.cache)
+
+
+def test_resumed_part_from_another_version_is_dropped(mirror, shared_data):
+    """A host that honours Range but ignores If-Range: the 206's ETag names another version, so
+    its bytes must not be appended to the partial file."""
+    mirror.changed[GP] = _other_gunpoint(shared_data)
+    mirror.faults[GP] = ["truncate+change", "ignoreifrange"]
+    data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert (mirror.cache / GP_ZIP).read_bytes() == mirror.changed[GP]
+    assert len(mirror.requests) == 3 and "Range" not in mirror.requests[2][1]
 
 
 def test_resume_without_a_validator_starts_from_zero(mirror):
