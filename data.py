@@ -248,6 +248,8 @@ def _locked(folder: Path):
     lock = folder / ".lock"
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+    except PermissionError:        # another user's lock file in a shared cache: reading suffices for flock
+        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW)
     except OSError as e:
         _refuse_link(lock, e)
     try:
