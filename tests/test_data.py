@@ -1,4 +1,6 @@
 """data.py on the real files in ../shared/data, and its checks at the door."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -367,6 +369,12 @@ def test_standardize_matches_a_per_channel_loop():
     g = data.standardize(ds, per="global")
     np.testing.assert_allclose(g.X_test, (Xte - v.mean()) / v.std(), rtol=1e-4, atol=1e-4)
     assert np.isnan(z.X_train[3, :, 10:]).all() and not np.isnan(z.X_train[3, :, :10]).any()
+    assert z.X_train.dtype == z.X_val.dtype == z.X_test.dtype == np.float32
+    # a channel constant in train has std 0: it is only centred (divided by 1), never divided by 0
+    flat = replace(ds, X_train=np.concatenate([X[:, :2], np.full((20, 1, 16), 3.0, np.float32)], axis=1))
+    zf = data.standardize(flat)
+    assert (zf.X_train[:, 2] == 0).all()
+    np.testing.assert_allclose(zf.X_test[:, 2], Xte[:, 2] - 3.0, rtol=1e-5, atol=1e-4)
 
 
 def test_stratified_split_holds_out_one_of_every_class():
@@ -377,5 +385,9 @@ def test_stratified_split_holds_out_one_of_every_class():
         for c, n in ((0, 2), (1, 3), (2, 10)):               # round(fraction * n) may be 0: still one
             assert (y[held] == c).sum() == min(max(round(fraction * n), 1), n - 1)
         assert (y[keep] == 3).sum() == 1                       # a singleton class stays in train
+    for fraction in (0.6, 0.9):                                # a large fraction still keeps one of each
+        keep, held = data.stratified_split(y, fraction, 0)
+        assert sorted(set(y[keep])) == [0, 1, 2, 3] and (y[keep] == 3).sum() == 1
+        assert [(y[held] == c).sum() for c in range(3)] == [1, 2, min(round(fraction * 10), 9)]
     keep, held = data.stratified_split(y, 0.0, 0)
     assert len(held) == 0
