@@ -284,7 +284,8 @@ def download(url: str, dest: Path, expect: str = "zip") -> str:
     into place the payload is flushed to disk and checked (`expect`: 'zip' must be a zip whose
     members pass their CRC, 'ts' must be a .ts file, 'any' is not checked); an HTML page or a
     corrupt file is removed and reported. The partial file is opened without following links and
-    never survives this call.
+    never survives this call. Where other processes may fetch the same file, call this under
+    `_locked(dest.parent)`, as `fetch` does.
     """
     import requests
 
@@ -648,17 +649,21 @@ def _flag(header: dict, key: str) -> bool:
 
 def _utf8_lines(path, strip=True):
     """(line number, stripped line) of a text file decoded strictly as UTF-8 (a leading BOM is
-    dropped): bytes that are not UTF-8 are refused, never replaced, so distinct labels stay distinct."""
+    dropped): bytes that are not UTF-8 are refused, never replaced, so distinct labels stay distinct.
+    Only a comment line ('#' in .ts, '%' in .arff; never data) may hold other bytes."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if lineno == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             try:
                 text = raw.decode("utf-8")
-                yield lineno, text.strip() if strip else text.rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); labels "
-                                "decoded by guessing could merge distinct classes. Re-save the file as UTF-8.") from None
+                if not raw.lstrip().startswith((b"#", b"%")):
+                    raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); labels "
+                                    "decoded by guessing could merge distinct classes. Re-save the file as "
+                                    "UTF-8.") from None
+                text = raw.decode("utf-8", errors="replace")
+            yield lineno, text.strip() if strip else text.rstrip("\r\n")
 
 
 def _stack(cases: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -284,6 +284,8 @@ def test_labels_are_decoded_strictly_and_never_empty(tmp_path):
     rows = "1,2:café\n3,4:cafë\n5,6:café\n7,8:cafë\n"
     ds = data.load_dataset(_ts_pair(tmp_path, "u", "@classLabel true\n", rows), val_fraction=0)
     assert ds.class_names == ["café", "cafë"]                         # UTF-8: two classes
+    (tmp_path / "k.ts").write_bytes("# auteur: Frédéric\n@classLabel true\n@data\n1,2:a\n".encode("latin-1"))
+    assert list(data.read_ts(tmp_path / "k.ts")[2]) == ["a"]           # a Latin-1 comment is no label
     with pytest.raises(ValueError, match="UTF-8"):                    # Latin-1 bytes: refused, not merged
         data.load_dataset(_ts_pair(tmp_path, "l", "@classLabel true\n", rows, encoding="latin-1"))
     with pytest.raises(ValueError, match=r"e_TRAIN.ts:5: empty class label"):
