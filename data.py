@@ -539,6 +539,7 @@ def fetch(name: str, data_dir=None) -> Path:
             listed = _read_manifest(home).get(key)
             reset = (f"If the host really publishes a new version, reset this one record: remove the entry "
                      f"\"{key}\" from {home / 'manifest.json'} and run again.")
+            by_hand = target.exists() and listed is None       # the user's file: reported, never deleted
             if target.exists():
                 digest = _sha256(target)
                 if listed is not None and digest != listed["sha256"]:
@@ -567,6 +568,8 @@ def fetch(name: str, data_dir=None) -> Path:
                     with zipfile.ZipFile(target) as zf:
                         _members(zf, target, wanted)   # usable: safe paths, every wanted file inside
                 except (_BadArchive, zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    if by_hand:
+                        raise DownloadError(f"{e} Replace {target} with the file from {url}.") from None
                     target.unlink(missing_ok=True)     # an archive we cannot use is not kept
                     if listed is not None:
                         _update_manifest(home, key, None)

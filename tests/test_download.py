@@ -291,6 +291,11 @@ def test_bad_file_placed_by_hand_is_reported_not_recorded(mirror, shared_data):
     with pytest.raises(data.DownloadError, match="HTML page.*Replace"):
         data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert data._read_manifest(mirror.cache) == {}
+    wrong = _zip({"GunPoint_TRAIN.ts": b"@data\n1,2:1\n"})               # a zip, but not the whole problem
+    dest.write_bytes(wrong)
+    with pytest.raises(data.DownloadError, match="has no.*GunPoint_TEST.ts.*Replace"):
+        data.load_dataset("GunPoint", data_dir=mirror.cache)
+    assert dest.read_bytes() == wrong and data._read_manifest(mirror.cache) == {}    # reported, not deleted
     dest.write_bytes(mirror.files[f"{UCR_HOST}/GunPoint.zip"])         # the right file, placed by hand
     assert data.load_dataset("GunPoint", data_dir=mirror.cache).n_classes == 2
     assert mirror.requests == []
