@@ -130,14 +130,50 @@ def get_device(name: str = "auto"):
 
 
 # --------------------------------------------------------------------------- files
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _fsync_dir(folder) -> None:
+    """Make a rename inside `folder` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, flushed to disk, then renamed into place:
+    a reader sees the old file or the whole new one, also after a crash. The file gets the mode
+    open() would give it (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())            # the bytes are on disk before the rename publishes them
         os.replace(tmp, path)
+        _fsync_dir(path.parent)              # and the rename itself survives a crash
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

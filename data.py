@@ -20,7 +20,9 @@ Where files live: `$TS_DATA_DIR`, else `~/.cache/timeseries-ssl`, laid out as
   <data_dir>/tfc/<Name>/train.pt, val.pt, test.pt              (+ <Name>.zip)
   <data_dir>/tser/<Name>/<Name>_TRAIN.ts, <Name>_TEST.ts
   <data_dir>/manifest.json   SHA-256 of every archive, recorded on first download, checked on each use
-Files put there by hand are used as they are. `TS_DATA_MIRROR=<base URL>` sends every download to
+                             and against any later download of it; extracted files are checked
+                             against the archive's CRC-32 on each use
+Files put there by hand are used as they are and never overwritten. `TS_DATA_MIRROR=<base URL>` sends every download to
 `<base>/<original host>/<original path>?<original query>` instead (offline mirrors, tests).
 """
 from __future__ import annotations
@@ -44,7 +46,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from common import UserError
+from common import UserError, _atomic_write, _fsync_dir
 
 USER_AGENT = "timeseries-ssl/0.1 (reference implementations of self-supervised time-series papers; python-requests)"
 TIMEOUT = (15.0, 60.0)     # seconds: (connect, read between bytes)
@@ -225,27 +227,65 @@ def _progress(label: str, done: int, total: int | None, last: list) -> None:
     print(f"  downloading {label}: {msg}", end=end, file=sys.stderr, flush=True)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _refuse_link(path: Path, err: OSError) -> None:
+    """An open with O_NOFOLLOW failed: if `path` is a symbolic link, say so (someone sharing the cache
+    could point it at a file of yours; following it would overwrite that file)."""
+    if path.is_symlink():
+        raise DownloadError(f"{path} is a symbolic link (to {os.readlink(path)}); refusing to write through "
+                            f"it. Remove the link and run again.") from None
+    raise err
+
+
 @contextlib.contextmanager
 def _locked(folder: Path):
-    """One process at a time fetches into a folder (seeds started in parallel on a cold cache)."""
+    """One process at a time fetches into a folder (seeds started in parallel on a cold cache).
+
+    The lock file is opened without following a symbolic link and never truncated."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as fh:
+    lock = folder / ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+    except PermissionError:        # another user's lock file in a shared cache: reading suffices for flock
+        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW)
+    except OSError as e:
+        _refuse_link(lock, e)
+    try:
         try:
             import fcntl
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except ImportError:        # Windows: no advisory lock; parallel first downloads may clash
             pass
         yield
+    finally:
+        os.close(fd)               # closing releases the lock
+
+
+def _validator(headers) -> tuple[str, str] | None:
+    """What identifies this version of the server's file, for If-Range: a strong ETag, else Last-Modified."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return "ETag", etag
+    if headers.get("Last-Modified"):
+        return "Last-Modified", headers["Last-Modified"]
+    return None
 
 
 def download(url: str, dest: Path, expect: str = "zip") -> str:
     """Fetch url (through the mirror, if set) to dest atomically; return its SHA-256.
 
-    Retries with backoff on connection errors, read timeouts, 5xx and cut-off bodies; a retry
-    resumes the partial file with an HTTP Range request. Before the rename into place the payload
-    is checked (`expect`: 'zip' must be a zip whose members pass their CRC, 'ts' must be a .ts
-    file); an HTML page or a corrupt file is removed and reported. The partial file never survives
-    this call: nothing half-written stays in the cache.
+    Retries with backoff on connection errors, read timeouts, 5xx and cut-off bodies. A retry
+    resumes the partial file only with `Range` + `If-Range` on the validator (strong ETag or
+    Last-Modified) the server gave for it, so a file that changed on the server in between is sent
+    whole; without a validator the retry starts from byte 0. A partial file left by an earlier,
+    killed run is never resumed (what the server holds now may be another file). Before the rename
+    into place the payload is flushed to disk and checked (`expect`: 'zip' must be a zip whose
+    members pass their CRC, 'ts' must be a .ts file, 'any' is not checked); an HTML page or a
+    corrupt file is removed and reported. The partial file is opened without following links and
+    never survives this call. Where other processes may fetch the same file, call this under
+    `_locked(dest.parent)`, as `fetch` does.
     """
     import requests
 
@@ -254,57 +294,77 @@ def download(url: str, dest: Path, expect: str = "zip") -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     last_err: Exception | None = None
+    part.unlink(missing_ok=True)        # left by a killed run (or a link planted there): start fresh
     try:
-        for attempt in range(RETRIES):
-            if attempt:
-                time.sleep(BACKOFF * 2 ** (attempt - 1))
-            have = part.stat().st_size if part.exists() else 0
-            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}   # byte offsets must be raw
-            if have:
-                headers["Range"] = f"bytes={have}-"
-            try:
-                with requests.get(real, stream=True, timeout=TIMEOUT, headers=headers) as r:
-                    if r.status_code == 429 or r.status_code >= 500:
-                        last_err = DownloadError(f"HTTP {r.status_code} from {real}")
-                        continue
-                    if r.status_code == 416:            # our partial file does not fit: start over
-                        part.unlink(missing_ok=True)
-                        last_err = DownloadError(f"HTTP 416 from {real}")
-                        continue
-                    if r.status_code >= 400:
-                        raise DownloadError(f"HTTP {r.status_code} from {real}")
-                    if r.status_code == 206:            # resumed: the server must continue where we stopped
-                        start = r.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
-                        if not start.isdigit() or int(start) != have:
-                            part.unlink(missing_ok=True)
-                            last_err = DownloadError(f"bad Content-Range from {real}")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        except OSError as e:
+            _refuse_link(part, e)
+        with os.fdopen(fd, "wb") as fh:
+            validator = None            # (header, value) of the version the partial file holds
+            for attempt in range(RETRIES):
+                if attempt:
+                    time.sleep(BACKOFF * 2 ** (attempt - 1))
+                have = fh.tell()
+                headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}   # byte offsets must be raw
+                if have and validator is not None:
+                    headers["Range"] = f"bytes={have}-"
+                    headers["If-Range"] = validator[1]
+                elif have:                                  # nothing to prove it is the same file: restart
+                    fh.seek(0)
+                    fh.truncate()
+                    have = 0
+                try:
+                    with requests.get(real, stream=True, timeout=TIMEOUT, headers=headers) as r:
+                        if r.status_code == 429 or r.status_code >= 500:
+                            last_err = DownloadError(f"HTTP {r.status_code} from {real}")
                             continue
-                    else:                               # 200: the server ignored the Range, start over
-                        have = 0
-                    if "text/html" in r.headers.get("Content-Type", "") and expect != "any":
-                        raise DownloadError(f"{real} returned an HTML page (Content-Type text/html), "
-                                            "not a data file (an error or login page?); nothing was kept.")
-                    total = r.headers.get("Content-Length")
-                    total = int(total) + have if total is not None else None
-                    last = [0.0]
-                    with open(part, "ab" if have else "wb") as fh:
+                        if r.status_code == 416:            # our partial file does not fit: start over
+                            fh.seek(0)
+                            fh.truncate()
+                            last_err = DownloadError(f"HTTP 416 from {real}")
+                            continue
+                        if r.status_code >= 400:
+                            raise DownloadError(f"HTTP {r.status_code} from {real}")
+                        if r.status_code == 206:            # resumed: same version, continuing where we stopped
+                            start = r.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+                            same = validator is not None and r.headers.get(validator[0], validator[1]) == validator[1]
+                            if not have or not same or not start.isdigit() or int(start) != have:
+                                fh.seek(0)
+                                fh.truncate()
+                                last_err = DownloadError(f"bad Content-Range or changed file from {real}")
+                                continue
+                        else:                               # 200: the whole file (new, or Range ignored)
+                            fh.seek(0)
+                            fh.truncate()
+                            have = 0
+                            validator = _validator(r.headers)
+                        if "text/html" in r.headers.get("Content-Type", "") and expect != "any":
+                            raise DownloadError(f"{real} returned an HTML page (Content-Type text/html), "
+                                                "not a data file (an error or login page?); nothing was kept.")
+                        total = r.headers.get("Content-Length")
+                        total = int(total) + have if total is not None else None
+                        last = [0.0]
                         for chunk in r.iter_content(1 << 14):
                             fh.write(chunk)
                             have += len(chunk)
                             _progress(dest.name, have, total, last)
-                    if total is not None and have < total:
-                        last_err = DownloadError(f"connection closed after {have} of {total} bytes")
-                        continue
-                break
-            except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                    requests.exceptions.InvalidURL) as e:
-                raise DownloadError(f"bad URL {real!r} ({e}); check TS_DATA_MIRROR") from None
-            except requests.RequestException as e:     # connect error, read timeout, reset, ...
-                last_err = e
-        else:
-            raise DownloadError(f"{RETRIES} attempts failed; last error: {last_err}")
+                        if total is not None and have < total:
+                            last_err = DownloadError(f"connection closed after {have} of {total} bytes")
+                            continue
+                    break
+                except (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                        requests.exceptions.InvalidURL) as e:
+                    raise DownloadError(f"bad URL {real!r} ({e}); check TS_DATA_MIRROR") from None
+                except requests.RequestException as e:     # connect error, read timeout, reset, ...
+                    last_err = e
+            else:
+                raise DownloadError(f"{RETRIES} attempts failed; last error: {last_err}")
+            fh.flush()
+            os.fsync(fh.fileno())                           # on disk before the rename publishes it
         _check_payload(part, expect, real)
         os.replace(part, dest)
+        _fsync_dir(dest.parent)
         return _sha256(dest)
     finally:
         part.unlink(missing_ok=True)
@@ -338,10 +398,8 @@ def _read_manifest(home: Path) -> dict:
 
 
 def _write_manifest(home: Path, m: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=home, prefix=".manifest.", suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(m, fh, indent=1, sort_keys=True)
-    os.replace(tmp, home / "manifest.json")
+    text = json.dumps(m, indent=1, sort_keys=True).encode()
+    _atomic_write(home / "manifest.json", lambda fh: fh.write(text))    # flushed to disk, user's umask
 
 
 def _update_manifest(home: Path, key: str, entry: dict | None) -> None:
@@ -360,35 +418,80 @@ def _entry(url: str, path: Path, digest: str) -> dict:
             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _safe_extract(zpath: Path, wanted: list[str], out_dir: Path) -> None:
-    """Extract the wanted file names, found at the zip's top level or inside one folder, atomically."""
-    with zipfile.ZipFile(zpath) as zf:
-        names = zf.namelist()
-        for n in names:
-            p = n.replace("\\", "/")
-            if p.startswith("/") or (len(p) > 1 and p[1] == ":") or ".." in p.split("/"):
-                raise DownloadError(f"{zpath.name} holds an unsafe path {n!r} (absolute or with '..'); "
-                                    "refusing to extract it.")
-        by_base: dict[str, list[str]] = {}
-        for n in names:
-            parts = n.rstrip("/").split("/")
-            if len(parts) <= 2 and not n.endswith("/"):
-                by_base.setdefault(parts[-1], []).append(n)
-        missing = [w for w in wanted if w not in by_base]
-        if missing:
-            raise DownloadError(f"{zpath.name} has no {missing} at its top level or in one folder "
-                                f"(it holds {names[:10]}{'...' if len(names) > 10 else ''}).")
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.extract."))
-        try:
-            for w in wanted:
-                member = sorted(by_base[w], key=len)[0]          # prefer the top-level copy
-                with zf.open(member) as src, open(tmp / w, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for w in wanted:
-                os.replace(tmp / w, out_dir / w)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+class _BadArchive(DownloadError):
+    """The archive itself is unusable (unsafe paths, files missing, corrupt data): it is removed."""
+
+
+def _members(zf: zipfile.ZipFile, zpath: Path, wanted: list[str]) -> dict[str, zipfile.ZipInfo]:
+    """The zip member for each wanted file name, at the zip's top level or inside one folder.
+    Refuses archives with absolute or '..' paths."""
+    names = zf.namelist()
+    for n in names:
+        p = n.replace("\\", "/")
+        if p.startswith("/") or (len(p) > 1 and p[1] == ":") or ".." in p.split("/"):
+            raise _BadArchive(f"{zpath.name} holds an unsafe path {n!r} (absolute or with '..'); "
+                              "refusing to extract it.")
+    by_base: dict[str, list[str]] = {}
+    for n in names:
+        parts = n.rstrip("/").split("/")
+        if len(parts) <= 2 and not n.endswith("/"):
+            by_base.setdefault(parts[-1], []).append(n)
+    missing = [w for w in wanted if w not in by_base]
+    if missing:
+        raise _BadArchive(f"{zpath.name} has no {missing} at its top level or in one folder "
+                          f"(it holds {names[:10]}{'...' if len(names) > 10 else ''}).")
+    return {w: zf.getinfo(sorted(by_base[w], key=len)[0]) for w in wanted}   # prefer the top-level copy
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _sync_extracted(zpath: Path, wanted: list[str], out_dir: Path) -> None:
+    """Make out_dir hold each wanted file exactly as the (verified) archive has it.
+
+    A file already there must match its member's size and CRC-32; one that does not (changed since
+    it was extracted, or placed there by hand) is reported and never overwritten. Missing files are
+    extracted to a temporary folder, checked against the member's CRC, flushed and renamed into place.
+    """
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            members = _members(zf, zpath, wanted)
+            differ = [w for w, info in members.items() if (out_dir / w).exists() and
+                      ((out_dir / w).stat().st_size != info.file_size or _crc32(out_dir / w) != info.CRC)]
+            if differ:
+                raise DownloadError(
+                    f"{', '.join(str(out_dir / w) for w in differ)} differ{'s' if len(differ) == 1 else ''} from "
+                    f"the verified archive {zpath.name} (size or CRC-32): changed since extraction, or placed "
+                    f"there by hand. Nothing was overwritten. Delete {'it' if len(differ) == 1 else 'them'} to "
+                    f"extract the archive's copy again, or delete {zpath} to use the files as they are.")
+            todo = [w for w in wanted if not (out_dir / w).exists()]
+            if not todo:
+                return
+            tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.extract."))
+            try:
+                for w in todo:
+                    crc = 0
+                    with zf.open(members[w]) as src, open(tmp / w, "wb") as dst:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            crc = zlib.crc32(chunk, crc)
+                            dst.write(chunk)
+                        dst.flush()
+                        os.fsync(dst.fileno())
+                    if crc != members[w].CRC:
+                        raise _BadArchive(f"{zpath.name}: member {members[w].filename!r} fails its CRC check.")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for w in todo:
+                    os.replace(tmp / w, out_dir / w)
+                _fsync_dir(out_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise _BadArchive(f"{zpath.name} is not a valid zip ({e}).") from None
 
 
 def _manual_hint(url: str, dest: Path, folder: Path, wanted: list[str]) -> str:
@@ -417,10 +520,12 @@ def _sources(name: str, home: Path) -> tuple[Path, list[str], list[tuple[str, st
 def fetch(name: str, data_dir=None) -> Path:
     """Make sure the files of a registered dataset are in the cache; return their folder.
 
-    An archive listed in the manifest is checked against its SHA-256 on every use. An archive put
-    in place by hand is checked like a download (a valid zip, no unsafe paths) and recorded once
-    it has been extracted. Extracted files found without an archive (placed by hand) are used as
-    they are.
+    An archive listed in the manifest is checked against its SHA-256 on every use, and so is a
+    fresh download of an archive the manifest already lists (a changed or tampered host is refused,
+    not recorded anew). The extracted files are checked against the archive's CRC-32 on every use.
+    An archive put in place by hand is checked like a download (a valid zip, no unsafe paths) and
+    recorded. Extracted files found without an archive (placed by hand) are used as they are, and a
+    file placed by hand is never overwritten.
     """
     name = _resolve_name(name)
     home = data_home(data_dir)
@@ -432,36 +537,56 @@ def fetch(name: str, data_dir=None) -> Path:
             target = folder / fname
             key = target.relative_to(home).as_posix()
             listed = _read_manifest(home).get(key)
-            if target.exists() and listed is not None:
+            reset = (f"If the host really publishes a new version, reset this one record: remove the entry "
+                     f"\"{key}\" from {home / 'manifest.json'} and run again.")
+            by_hand = target.exists() and listed is None       # the user's file: reported, never deleted
+            if target.exists():
                 digest = _sha256(target)
-                if digest != listed["sha256"]:
+                if listed is not None and digest != listed["sha256"]:
                     raise DownloadError(
                         f"{target} has changed since it was downloaded (SHA-256 {digest[:12]}..., manifest "
-                        f"says {listed['sha256'][:12]}...). Delete {folder} to download it again.")
-                if kind == "ts" or all((folder / w).exists() for w in wanted):
-                    continue
-            if not target.exists():
+                        f"says {listed['sha256'][:12]}...). Delete {folder} to download it again; the new "
+                        f"copy is checked against the same record.")
+                if listed is None:                     # put here by hand: check it like a download
+                    try:
+                        _check_payload(target, kind, str(target))
+                    except DownloadError as e:
+                        raise DownloadError(f"{e} Replace {target} with the file from {url}.") from None
+            else:
                 try:
                     digest = download(url, target, expect=kind)
                 except (DownloadError, OSError) as e:
                     raise DownloadError(f"{e}\n" + _manual_hint(url, target, folder, wanted)) from None
-            elif listed is None:                       # put here by hand: check it like a download
-                try:
-                    _check_payload(target, kind, str(target))
-                except DownloadError as e:
-                    raise DownloadError(f"{e} Replace {target} with the file from {url}.") from None
-                digest = _sha256(target)
+                if listed is not None and digest != listed["sha256"]:
+                    target.unlink(missing_ok=True)
+                    raise DownloadError(
+                        f"{mirrored(url)} now serves a different file than the one recorded on "
+                        f"{listed.get('recorded', '?')} (SHA-256 {digest[:12]}..., recorded "
+                        f"{listed['sha256'][:12]}...); it was not kept. {reset}")
             if kind == "zip":
                 try:
-                    _safe_extract(target, wanted, folder)
-                except (DownloadError, zipfile.BadZipFile, zlib.error, OSError) as e:
+                    with zipfile.ZipFile(target) as zf:
+                        _members(zf, target, wanted)   # usable: safe paths, every wanted file inside
+                except (_BadArchive, zipfile.BadZipFile, zlib.error, EOFError) as e:
+                    if by_hand:
+                        raise DownloadError(f"{e} Replace {target} with the file from {url}.") from None
                     target.unlink(missing_ok=True)     # an archive we cannot use is not kept
+                    if listed is not None:
+                        _update_manifest(home, key, None)
+                    raise DownloadError(f"{e}\n{target.name} was removed.") from None
+            if listed is None:                         # recorded once it proved usable
+                _update_manifest(home, key, _entry(url, target, digest))
+            if kind == "zip":
+                try:
+                    _sync_extracted(target, wanted, folder)
+                except _BadArchive as e:               # the archive itself is bad: drop it and its record
+                    target.unlink(missing_ok=True)
                     _update_manifest(home, key, None)
                     raise DownloadError(f"{e}\n{target.name} was removed.") from None
-            if listed is None:                         # recorded only once it proved usable
-                _update_manifest(home, key, _entry(url, target, digest))
+                except OSError as e:                   # full disk, permissions: the archive is fine, keep it
+                    raise DownloadError(f"could not write the files of {target.name} into {folder} ({e}). "
+                                        f"The verified archive is kept; fix that and run again.") from None
     return folder
-
 
 
 # --------------------------------------------------------------------------- parsers
@@ -478,37 +603,38 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     cases: list[list[np.ndarray]] = []
     labels: list = []
     in_data = False
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                if not line.startswith("@"):
-                    raise UserError(f"{path}:{lineno}: expected a @header or @data before the data")
-                key, *rest = line[1:].split(None, 1)
-                key, val = key.lower(), (rest[0] if rest else "")
-                if key == "data":
-                    in_data = True
-                    if header.get("timestamps", "false").lower() == "true":
-                        raise UserError(f"{path}: @timeStamps true files are not supported")
-                else:
-                    header[key] = val.strip()
-                continue
-            has_label = (header.get("classlabel", "false").split() or ["false"])[0].lower() == "true" \
-                or header.get("targetlabel", "false").lower() == "true"
-            parts = line.split(":")
-            if has_label:
-                labels.append(parts[-1].strip())
-                parts = parts[:-1]
-            try:
-                dims = [np.array(p.replace("?", "nan").split(","), dtype=np.float64) if p.strip() else
-                        np.zeros(0) for p in parts]
-            except ValueError as e:
-                raise UserError(f"{path}:{lineno}: cannot parse values ({e})") from None
-            if cases and len(dims) != len(cases[0]):
-                raise UserError(f"{path}:{lineno}: {len(dims)} dimensions, earlier cases have {len(cases[0])}")
-            cases.append(dims)
+    has_label = False
+    for lineno, line in _utf8_lines(path):
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            if not line.startswith("@"):
+                raise UserError(f"{path}:{lineno}: expected a @header or @data before the data")
+            key, *rest = line[1:].split(None, 1)
+            key, val = key.lower(), (rest[0] if rest else "")
+            if key == "data":
+                in_data = True
+                if _flag(header, "timestamps"):
+                    raise UserError(f"{path}: @timeStamps true files are not supported")
+                has_label = _flag(header, "classlabel") or _flag(header, "targetlabel")
+            else:
+                header[key] = val.strip()
+            continue
+        parts = line.split(":")
+        if has_label:
+            labels.append(parts[-1].strip())
+            parts = parts[:-1]
+            if not labels[-1]:
+                raise UserError(f"{path}:{lineno}: empty {'target' if _flag(header, 'targetlabel') else 'class label'} "
+                                "after the last ':'; every case needs one.")
+        try:
+            dims = [np.array(p.replace("?", "nan").split(","), dtype=np.float64) if p.strip() else
+                    np.zeros(0) for p in parts]
+        except ValueError as e:
+            raise UserError(f"{path}:{lineno}: cannot parse values ({e})") from None
+        if cases and len(dims) != len(cases[0]):
+            raise UserError(f"{path}:{lineno}: {len(dims)} dimensions, earlier cases have {len(cases[0])}")
+        cases.append(dims)
     if not in_data:
         raise UserError(f"{path}: no @data line; is this a .ts file?")
     if not cases:
@@ -516,6 +642,31 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     X, lengths = _stack(cases)
     y = np.array(labels, dtype=object) if labels else np.array([None] * len(cases), dtype=object)
     return X, lengths, y, header
+
+
+def _flag(header: dict, key: str) -> bool:
+    """A .ts header flag (@classLabel, @targetLabel, @timeStamps, ...; keys are lower-cased when
+    read): true when its first word is 'true' in any case. The one reader of every header flag."""
+    return (header.get(key, "").split() or ["false"])[0].lower() == "true"
+
+
+def _utf8_lines(path, strip=True):
+    """(line number, stripped line) of a text file decoded strictly as UTF-8 (a leading BOM is
+    dropped): bytes that are not UTF-8 are refused, never replaced, so distinct labels stay distinct.
+    Only a comment line ('#' in .ts, '%' in .arff; never data) may hold other bytes."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if not raw.lstrip().startswith((b"#", b"%")):
+                    raise UserError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start}); labels "
+                                    "decoded by guessing could merge distinct classes. Re-save the file as "
+                                    "UTF-8.") from None
+                text = raw.decode("utf-8", errors="replace")
+            yield lineno, text.strip() if strip else text.rstrip("\r\n")
 
 
 def _stack(cases: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -533,8 +684,7 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
     """UCR/UEA .arff: univariate rows `v1,...,vL,label`, or multivariate relational rows
     `'ch1 values\\nch2 values...',label` (channels separated by a literal backslash-n)."""
     cases, labels, in_data = [], [], False
-    for lineno, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
-        line = line.strip()
+    for lineno, line in _utf8_lines(path):
         if not line or line.startswith("%"):
             continue
         if not in_data:
@@ -542,6 +692,8 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
             continue
         body, _, label = line.rpartition(",")
         labels.append(label.strip().strip("'\""))
+        if not labels[-1]:
+            raise UserError(f"{path}:{lineno}: empty class label after the last ','; every row needs one.")
         parts = body.strip().strip("'").split("\\n") if body.lstrip().startswith("'") else [body]
         try:
             cases.append([np.array(p.replace("?", "nan").split(","), dtype=np.float64) for p in parts])
@@ -555,7 +707,11 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_ucr_tsv(path) -> tuple[np.ndarray, np.ndarray]:
     """UCR 2018 .tsv: one series a line, label first, tab-separated, NaN for missing."""
-    rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+    rows = [(lineno, line.split("\t")) for lineno, line in _utf8_lines(path, strip=False) if line.strip()]
+    for lineno, r in rows:
+        if not r[0].strip():
+            raise UserError(f"{path}:{lineno}: empty class label in the first column; every row needs one.")
+    rows = [r for _, r in rows]
     y = np.array([r[0] for r in rows], dtype=object)
     L = max(len(r) - 1 for r in rows)
     X = np.full((len(rows), 1, L), np.nan, dtype=np.float32)
@@ -572,10 +728,24 @@ def _import_global(qualname: str):
     return getattr(importlib.import_module(module), attr)
 
 
+# torch.load(weights_only=True) could be made to run code before these releases: CVE-2025-32434
+# (fixed in 2.6) and CVE-2026-24747 (fixed in 2.10). requirements.txt asks for this release too.
+TORCH_SAFE_LOAD = (2, 10)
+
+
+def _torch_version(v: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", v)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
 def read_pt(path) -> tuple[np.ndarray, np.ndarray]:
     """TF-C .pt file: dict with 'samples' (N, C, L) or (N, L) and 'labels' (N,); no pickle allowed."""
     import pickle
     import torch
+    if _torch_version(torch.__version__) < TORCH_SAFE_LOAD:
+        raise UserError(f"torch {torch.__version__} can be made to run code while loading a .pt file even with "
+                        f"weights_only=True (CVE-2025-32434, CVE-2026-24747); {path} is not opened. Install "
+                        f"torch>={'.'.join(map(str, TORCH_SAFE_LOAD))} (pip install -U torch).")
     try:
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
@@ -705,6 +875,11 @@ def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, se
                    if y is not None}
         enc = lambda y, s: np.full(len(y), -1, dtype=np.int64)   # noqa: E731  (no classes)
     else:
+        for split, y in (("train", ytr), ("test", yte), ("val", yva)):
+            empty = [i for i, v in enumerate(y if y is not None else []) if not str(v).strip()]
+            if empty:
+                raise UserError(f"{name} {split}: labels of series {empty[:10]} are empty; every series needs "
+                                "a class label (an empty one would become a class of its own).")
         names = _label_order(ytr)
         if len(names) < 2:
             raise UserError(f"{name}: the training labels hold one class ({names[0]!r}); classification "
@@ -728,7 +903,7 @@ def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, se
 
 
 def _task(header: dict) -> str:
-    return "regression" if header.get("targetlabel", "false").split()[:1] == ["true"] else "classification"
+    return "regression" if _flag(header, "targetlabel") else "classification"
 
 
 # --------------------------------------------------------------------------- public entry point

@@ -1,4 +1,6 @@
 """data.py on the real files in ../shared/data, and its checks at the door."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -254,3 +256,140 @@ def test_synthetic_is_deterministic_and_labelled():
     a, b = data.load_dataset("synthetic"), data.load_dataset("synthetic")
     np.testing.assert_array_equal(a.X_train, b.X_train)
     assert a.n_classes == 3 and a.X_train.dtype == np.float32 and len(a.X_val) > 0
+
+
+# --------------------------------------------------------------------------- issue 11: input the loaders vouch for
+def _ts_pair(tmp_path, name, header, rows_train, rows_test=None, encoding="utf-8"):
+    for split, rows in (("TRAIN", rows_train), ("TEST", rows_test or rows_train)):
+        (tmp_path / f"{name}_{split}.ts").write_bytes((header + "@data\n" + rows).encode(encoding))
+    return str(tmp_path / f"{name}_TRAIN.ts")
+
+
+def test_header_flags_are_read_one_way(tmp_path):
+    """@targetLabel / @classLabel / @timeStamps: key and value in any case, extra words after the flag."""
+    rows = "1,2,3:0.5\n2,3,4:1.5\n3,4,5:2.5\n4,5,6:3.5\n"
+    for header in ("@targetLabel True\n", "@TARGETLABEL true x\n", "@targetlabel\tTRUE\n"):
+        ds = data.load_dataset(_ts_pair(tmp_path, "r", header, rows), val_fraction=0)
+        assert ds.task == "regression" and ds.X_train.shape == (4, 1, 3), header
+        assert ds.targets["train"].tolist() == [0.5, 1.5, 2.5, 3.5]
+    for header in ("@targetlabel false\n@classLabel True a b\n", "@classlabel TRUE a b\n"):
+        ds = data.load_dataset(_ts_pair(tmp_path, "c", header, "1,2:a\n3,4:b\n5,6:a\n7,8:b\n"), val_fraction=0)
+        assert ds.task == "classification" and ds.class_names == ["a", "b"] and ds.X_train.shape[1:] == (1, 2)
+    with pytest.raises(ValueError, match="timeStamps"):
+        data.read_ts(_ts_pair(tmp_path, "t", "@timestamps True\n@classLabel true a\n", "1,2:a\n"))
+    assert data._task({"targetlabel": "True"}) == "regression"
+
+
+def test_labels_are_decoded_strictly_and_never_empty(tmp_path):
+    rows = "1,2:café\n3,4:cafë\n5,6:café\n7,8:cafë\n"
+    ds = data.load_dataset(_ts_pair(tmp_path, "u", "@classLabel true\n", rows), val_fraction=0)
+    assert ds.class_names == ["café", "cafë"]                         # UTF-8: two classes
+    (tmp_path / "k.ts").write_bytes("# auteur: Frédéric\n@classLabel true\n@data\n1,2:a\n".encode("latin-1"))
+    assert list(data.read_ts(tmp_path / "k.ts")[2]) == ["a"]           # a Latin-1 comment is no label
+    with pytest.raises(ValueError, match="UTF-8"):                    # Latin-1 bytes: refused, not merged
+        data.load_dataset(_ts_pair(tmp_path, "l", "@classLabel true\n", rows, encoding="latin-1"))
+    with pytest.raises(ValueError, match=r"e_TRAIN.ts:5: empty class label"):
+        data.load_dataset(_ts_pair(tmp_path, "e", "@classLabel true\n", "1,2:a\n3,4:b\n5,6:\n"))
+    with pytest.raises(ValueError, match="empty"):
+        data.read_ts(_ts_pair(tmp_path, "g", "@targetLabel true\n", "1,2:0.5\n3,4: \n"))
+    (tmp_path / "x_TRAIN.arff").write_text("@data\n1,2,a\n3,4,\n")
+    with pytest.raises(ValueError, match="empty class label"):
+        data.read_arff(tmp_path / "x_TRAIN.arff")
+    (tmp_path / "x_TRAIN.arff").write_bytes("@data\n1,2,café\n3,4,cafë\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="UTF-8"):
+        data.read_arff(tmp_path / "x_TRAIN.arff")
+    (tmp_path / "x_TRAIN.tsv").write_text("a\t1\t2\n\t3\t4\n")
+    with pytest.raises(ValueError, match="empty class label"):
+        data.read_ucr_tsv(tmp_path / "x_TRAIN.tsv")
+    np.savez(tmp_path / "e.npz", X=np.zeros((6, 1, 4)), y=np.array(["a", "b", "", "a", "b", ""]))
+    with pytest.raises(ValueError, match="empty"):
+        data.load_dataset(str(tmp_path / "e.npz"))
+
+
+def test_torch_lower_bound_has_no_known_weights_only_bypass(tmp_path, monkeypatch):
+    """CVE-2025-32434 (fixed in 2.6) and CVE-2026-24747 (fixed in 2.10) let a .pt run code under
+    weights_only=True: requirements.txt asks for 2.10, and read_pt refuses an older torch."""
+    import re
+    from pathlib import Path
+    req = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text()
+    lo = re.search(r"^torch\s*>=\s*(\d+)\.(\d+)", req, re.M)
+    assert lo and (int(lo[1]), int(lo[2])) >= (2, 10)
+    torch.save({"samples": torch.zeros(4, 1, 5), "labels": torch.tensor([0, 1, 0, 1])}, tmp_path / "ok.pt")
+    for old in ("2.5.1", "2.6.0+cpu", "2.9.1"):
+        monkeypatch.setattr(torch, "__version__", old)
+        with pytest.raises(ValueError, match="CVE-2025-32434"):
+            data.read_pt(tmp_path / "ok.pt")
+    monkeypatch.setattr(torch, "__version__", "2.10.0")
+    assert data.read_pt(tmp_path / "ok.pt")[0].shape == (4, 1, 5)
+
+
+class _RunsCode:
+    """Unpickling this runs exec(...), which creates the file `marker`: what a malicious data file does."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_npz_that_needs_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    y = np.empty(4, dtype=object)
+    y[:] = [_RunsCode(marker), "a", "b", "a"]
+    np.savez(tmp_path / "evil.npz", X=np.zeros((4, 1, 5)), y=y)
+    with pytest.raises(ValueError, match="pickle"):
+        data.load_dataset(str(tmp_path / "evil.npz"))
+    assert not marker.exists()
+
+
+def test_pt_with_only_some_numpy_globals_is_refused_and_runs_nothing(tmp_path):
+    """numpy arrays pass the allow-list; one more global that runs code must refuse the whole file."""
+    marker = tmp_path / "pwned"
+    torch.save({"samples": np.ones((4, 1, 5)), "labels": np.array([0, 1, 0, 1]), "x": _RunsCode(marker)},
+               tmp_path / "train.pt")
+    with pytest.raises(ValueError, match="needs Python pickle"):
+        data.read_pt(tmp_path / "train.pt")
+    assert not marker.exists()
+
+
+def test_standardize_matches_a_per_channel_loop():
+    rng = np.random.default_rng(0)
+    scale = np.array([1.0, 10.0, 100.0])[None, :, None]
+    X = (rng.normal(size=(20, 3, 16)) * scale + 5 * scale).astype(np.float32)
+    X[3, :, 10:] = np.nan                                     # an end-padded series
+    Xte = (rng.normal(size=(7, 3, 16)) * scale).astype(np.float32)
+    ds = data.Dataset("s", X, np.zeros(20, np.int64), X[:2], np.zeros(2, np.int64), Xte, np.zeros(7, np.int64),
+                      np.full(20, 16), np.full(2, 16), np.full(7, 16), class_names=["a", "b"])
+    z = data.standardize(ds)
+    for c in range(3):                                        # Eq.: (x - mean_c) / std_c over train series and steps
+        v = X[:, c, :].astype(np.float64).ravel()
+        v = v[~np.isnan(v)]
+        mu, sd = v.mean(), v.std()
+        np.testing.assert_allclose(z.X_test[:, c], (Xte[:, c] - mu) / sd, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(z.X_val[:, c], (X[:2, c] - mu) / sd, rtol=1e-4, atol=1e-4)
+    v = X.astype(np.float64)[~np.isnan(X)]
+    g = data.standardize(ds, per="global")
+    np.testing.assert_allclose(g.X_test, (Xte - v.mean()) / v.std(), rtol=1e-4, atol=1e-4)
+    assert np.isnan(z.X_train[3, :, 10:]).all() and not np.isnan(z.X_train[3, :, :10]).any()
+    assert z.X_train.dtype == z.X_val.dtype == z.X_test.dtype == np.float32
+    # a channel constant in train has std 0: it is only centred (divided by 1), never divided by 0
+    flat = replace(ds, X_train=np.concatenate([X[:, :2], np.full((20, 1, 16), 3.0, np.float32)], axis=1))
+    zf = data.standardize(flat)
+    assert (zf.X_train[:, 2] == 0).all()
+    np.testing.assert_allclose(zf.X_test[:, 2], Xte[:, 2] - 3.0, rtol=1e-5, atol=1e-4)
+
+
+def test_stratified_split_holds_out_one_of_every_class():
+    y = np.repeat([0, 1, 2, 3], [2, 3, 10, 1])
+    for fraction, seed in ((0.1, 0), (0.1, 5), (0.3, 1)):
+        keep, held = data.stratified_split(y, fraction, seed)
+        assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(y)
+        for c, n in ((0, 2), (1, 3), (2, 10)):               # round(fraction * n) may be 0: still one
+            assert (y[held] == c).sum() == min(max(round(fraction * n), 1), n - 1)
+        assert (y[keep] == 3).sum() == 1                       # a singleton class stays in train
+    for fraction in (0.6, 0.9):                                # a large fraction still keeps one of each
+        keep, held = data.stratified_split(y, fraction, 0)
+        assert sorted(set(y[keep])) == [0, 1, 2, 3] and (y[keep] == 3).sum() == 1
+        assert [(y[held] == c).sum() for c in range(3)] == [1, 2, min(round(fraction * 10), 9)]
+    keep, held = data.stratified_split(y, 0.0, 0)
+    assert len(held) == 0
