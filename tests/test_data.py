@@ -20,10 +20,14 @@ UCR_UEA = {
 }
 
 
+SHIPPED = ("GunPoint", "BasicMotions")          # in tests/data; the others are larger releases
+
+
 @pytest.mark.parametrize("name", sorted(UCR_UEA))
-def test_real_ucr_uea_files(shared_data, name):
+def test_real_ucr_uea_files(request, name):
     n_tr, n_te, c, L, k = UCR_UEA[name]
-    ds = data.load_dataset(name, data_dir=shared_data, val_fraction=0)
+    folder = request.getfixturevalue("real_data" if name in SHIPPED else "shared_data")
+    ds = data.load_dataset(name, data_dir=folder, val_fraction=0)
     assert ds.X_train.shape == (n_tr, c, L) and ds.X_test.shape == (n_te, c, L)
     assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
     assert ds.n_classes == k and len(ds.X_val) == 0
@@ -36,10 +40,10 @@ def test_real_ucr_uea_files(shared_data, name):
         assert (obs == (t[None, :] < lens[:, None])).all()
 
 
-def test_label_strings_and_order(shared_data):
-    ds = data.load_dataset("BasicMotions", data_dir=shared_data, val_fraction=0)
+def test_label_strings_and_order(real_data):
+    ds = data.load_dataset("BasicMotions", data_dir=real_data, val_fraction=0)
     assert ds.class_names == ["Badminton", "Running", "Standing", "Walking"]  # sorted training labels
-    raw = data.read_ts(shared_data / "ucr_uea/BasicMotions/BasicMotions_TRAIN.ts")[2]
+    raw = data.read_ts(real_data / "ucr_uea/BasicMotions/BasicMotions_TRAIN.ts")[2]
     assert [ds.class_names[i] for i in ds.y_train] == list(raw)
     # numeric labels sort as numbers, not strings
     assert data._label_order(["10", "2", "1"]) == ["1", "2", "10"]
@@ -94,18 +98,19 @@ def test_arff_pair_as_user_file(shared_data):
     ("tfc/Epilepsy/train.pt", (60, 1, 178), 2), ("tfc/Epilepsy/val.pt", (20, 1, 178), 2),
     ("tfc/HAR/val.pt", (1471, 3, 206), 6), ("tfc/Gesture/train.pt", (320, 3, 206), 8),
     ("tfc/Gesture/val.pt", (120, 3, 206), 8), ("tfc/Gesture/test.pt", (120, 3, 206), 8)])
-def test_real_tfc_files(shared_data, rel, shape, k):
-    X, y = data.read_pt(shared_data / rel)
+def test_real_tfc_files(request, rel, shape, k):
+    folder = request.getfixturevalue("real_data" if rel.startswith("tfc/Epilepsy") else "shared_data")
+    X, y = data.read_pt(folder / rel)
     assert X.shape == shape and X.dtype == np.float32 and y.dtype == np.int64 and len(y) == shape[0]
     assert np.isfinite(X).all()
     assert sorted(set(y.tolist())) == list(range(k))       # labels already 0..K-1 in the release
 
 
-def test_tfc_folder_with_train_and_val_only_through_load_dataset(shared_data, tmp_path):
+def test_tfc_folder_with_train_and_val_only_through_load_dataset(real_data, tmp_path):
     """tfc/Epilepsy has train.pt and val.pt only: with a test.pt beside them it loads by path."""
     for s in ("train", "val"):
-        (tmp_path / f"{s}.pt").symlink_to(shared_data / f"tfc/Epilepsy/{s}.pt")
-    (tmp_path / "test.pt").symlink_to(shared_data / "tfc/Epilepsy/val.pt")
+        (tmp_path / f"{s}.pt").symlink_to(real_data / f"tfc/Epilepsy/{s}.pt")
+    (tmp_path / "test.pt").symlink_to(real_data / "tfc/Epilepsy/val.pt")
     ds = data.load_dataset(str(tmp_path / "train.pt"))
     assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (60, 20, 20) and ds.n_classes == 2
 

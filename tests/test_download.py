@@ -113,21 +113,23 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 @functools.lru_cache(maxsize=1)
-def _host_files(shared_data: Path) -> dict:
-    """The hosts' zips, built once per session from the real files."""
-    gp = shared_data / "ucr_uea/GunPoint"
-    bm = shared_data / "ucr_uea/BasicMotions"
-    ge = shared_data / "tfc/Gesture"
+def _host_files(real_data: Path) -> dict:
+    """The hosts' zips, built once per session from the real files shipped in tests/data."""
+    gp = real_data / "ucr_uea/GunPoint"
+    bm = real_data / "ucr_uea/BasicMotions"
+    ep = real_data / "tfc/Epilepsy"          # the release's test.pt is 11,420 series: val.pt stands in
     # GunPoint: files at the zip's top level; BasicMotions: inside one folder (both occur on the host)
     return {f"{UCR_HOST}/GunPoint.zip": _zip({p.name: p.read_bytes() for p in gp.glob("*.ts")}),
             f"{UCR_HOST}/BasicMotions.zip": _zip({f"BasicMotions/{p.name}": p.read_bytes() for p in bm.glob("*.ts")}),
-            "figshare.com/ndownloader/articles/19930247/versions/1": _zip({p.name: p.read_bytes() for p in ge.glob("*.pt")})}
+            "figshare.com/ndownloader/articles/19930199/versions/2": _zip(
+                {"train.pt": (ep / "train.pt").read_bytes(), "val.pt": (ep / "val.pt").read_bytes(),
+                 "test.pt": (ep / "val.pt").read_bytes()})}
 
 
 @pytest.fixture
-def mirror(monkeypatch, shared_data, tmp_path):
+def mirror(monkeypatch, real_data, tmp_path):
     m = Mirror()
-    m.files.update(_host_files(shared_data))
+    m.files.update(_host_files(real_data))
     reg = "@problemName Covid3Month\n@timeStamps false\n@univariate true\n@targetlabel true\n@data\n"
     for split, rows in (("TRAIN", "1,2,3:0.5\n2,3,4:0.7\n3,4,5:0.1\n"), ("TEST", "1,1,1:0.2\n")):
         m.files[f"zenodo.org/records/18484843/files/Covid3Month_{split}.ts"] = (reg + rows).encode()
@@ -145,9 +147,9 @@ def _assert_clean(cache: Path):
     assert leftovers == []
 
 
-def test_download_verify_and_second_load_is_offline(mirror, shared_data):
+def test_download_verify_and_second_load_is_offline(mirror, real_data):
     ds = data.load_dataset("GunPoint", data_dir=mirror.cache, val_fraction=0)
-    ref = data.load_dataset("GunPoint", data_dir=shared_data, val_fraction=0)
+    ref = data.load_dataset("GunPoint", data_dir=real_data, val_fraction=0)
     np.testing.assert_array_equal(ds.X_train, ref.X_train)
     np.testing.assert_array_equal(ds.y_test, ref.y_test)
     assert mirror.requests[0][0] == f"/{UCR_HOST}/GunPoint.zip"
@@ -162,12 +164,12 @@ def test_download_verify_and_second_load_is_offline(mirror, shared_data):
     _assert_clean(mirror.cache)
 
 
-def test_zip_with_one_folder_and_tfc_release(mirror, shared_data):
+def test_zip_with_one_folder_and_tfc_release(mirror, real_data):
     ds = data.load_dataset("BasicMotions", data_dir=mirror.cache)
     assert ds.X_train.shape[1:] == (6, 100) and ds.n_classes == 4
-    g = data.load_dataset("Gesture", data_dir=mirror.cache)
-    assert (len(g.X_train), len(g.X_val), len(g.X_test)) == (320, 120, 120)
-    assert (mirror.cache / "tfc/Gesture/train.pt").exists()
+    g = data.load_dataset("TFC-Epilepsy", data_dir=mirror.cache)
+    assert (len(g.X_train), len(g.X_val), len(g.X_test)) == (60, 20, 20)
+    assert (mirror.cache / "tfc/Epilepsy/train.pt").exists()
 
 
 def test_tser_files_keep_query_string(mirror):
@@ -176,7 +178,7 @@ def test_tser_files_keep_query_string(mirror):
     assert any(p.endswith("Covid3Month_TRAIN.ts?download=1") for p, _ in mirror.requests)
 
 
-def test_truncated_body_is_resumed(mirror, shared_data):
+def test_truncated_body_is_resumed(mirror, real_data):
     mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["truncate"]
     ds = data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert ds.X_test.shape == (150, 1, 150)
@@ -192,10 +194,10 @@ def test_server_error_then_success(mirror):
     _assert_clean(mirror.cache)
 
 
-def test_server_that_ignores_range_restarts_cleanly(mirror, shared_data):
+def test_server_that_ignores_range_restarts_cleanly(mirror, real_data):
     mirror.faults[f"{UCR_HOST}/GunPoint.zip"] = ["truncate", "norange"]
     ds = data.load_dataset("GunPoint", data_dir=mirror.cache, val_fraction=0)
-    ref = data.load_dataset("GunPoint", data_dir=shared_data, val_fraction=0)
+    ref = data.load_dataset("GunPoint", data_dir=real_data, val_fraction=0)
     np.testing.assert_array_equal(ds.X_train, ref.X_train)
     _assert_clean(mirror.cache)
 
@@ -256,7 +258,7 @@ def test_corrupt_zip_is_removed_and_reported(mirror):
     _assert_clean(mirror.cache)
 
 
-def test_zip_with_parent_path_is_refused(mirror, shared_data):
+def test_zip_with_parent_path_is_refused(mirror, real_data):
     mirror.files[f"{UCR_HOST}/GunPoint.zip"] = _zip({
         "../evil.ts": b"x", "GunPoint_TRAIN.ts": b"@data\n1,2:1\n", "GunPoint_TEST.ts": b"@data\n1,2:1\n"})
     with pytest.raises(data.DownloadError, match="unsafe path"):
@@ -284,7 +286,7 @@ def test_tser_html_page_is_refused(mirror):
     _assert_clean(mirror.cache)
 
 
-def test_bad_file_placed_by_hand_is_reported_not_recorded(mirror, shared_data):
+def test_bad_file_placed_by_hand_is_reported_not_recorded(mirror, real_data):
     dest = mirror.cache / "ucr_uea/GunPoint/GunPoint.zip"
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"<!DOCTYPE html><html>sign in</html>")
@@ -324,19 +326,19 @@ def test_changed_archive_fails_verification(mirror):
         data.load_dataset("GunPoint", data_dir=mirror.cache)
 
 
-def test_zip_placed_by_hand_is_used_offline(monkeypatch, tmp_path, shared_data):
+def test_zip_placed_by_hand_is_used_offline(monkeypatch, tmp_path, real_data):
     """No network, no mirror: a zip saved where the error message says is extracted and recorded."""
     monkeypatch.setenv("TS_DATA_MIRROR", "http://127.0.0.1:9")          # nothing listens there
     monkeypatch.setattr(data, "BACKOFF", 0.0)
     monkeypatch.setattr(data, "TIMEOUT", (1.0, 1.0))
     cache = tmp_path / "hand"
     with pytest.raises(data.DownloadError, match="save it as"):
-        data.load_dataset("ArrowHead", data_dir=cache)
-    dest = cache / "ucr_uea/ArrowHead/ArrowHead.zip"
-    dest.write_bytes(_zip({p.name: p.read_bytes() for p in (shared_data / "ucr_uea/ArrowHead").glob("*.ts")}))
-    ds = data.load_dataset("ArrowHead", data_dir=cache)
-    assert ds.n_classes == 3
-    assert data._read_manifest(cache)["ucr_uea/ArrowHead/ArrowHead.zip"]["sha256"] == data._sha256(dest)
+        data.load_dataset("BasicMotions", data_dir=cache)
+    dest = cache / "ucr_uea/BasicMotions/BasicMotions.zip"
+    dest.write_bytes(_zip({p.name: p.read_bytes() for p in (real_data / "ucr_uea/BasicMotions").glob("*.ts")}))
+    ds = data.load_dataset("BasicMotions", data_dir=cache)
+    assert ds.n_classes == 4
+    assert data._read_manifest(cache)["ucr_uea/BasicMotions/BasicMotions.zip"]["sha256"] == data._sha256(dest)
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path):
@@ -354,20 +356,20 @@ GP = f"{UCR_HOST}/GunPoint.zip"
 GP_ZIP = "ucr_uea/GunPoint/GunPoint.zip"
 
 
-def _other_gunpoint(shared_data) -> bytes:
+def _other_gunpoint(real_data) -> bytes:
     """Another valid GunPoint.zip: the same problem with one test series dropped (a host's new version)."""
-    files = {p.name: p.read_bytes() for p in (shared_data / "ucr_uea/GunPoint").glob("*.ts")}
+    files = {p.name: p.read_bytes() for p in (real_data / "ucr_uea/GunPoint").glob("*.ts")}
     files["GunPoint_TEST.ts"] = files["GunPoint_TEST.ts"].rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\n"
     return _zip(files)
 
 
-def test_redownload_of_a_listed_archive_must_match_its_record(mirror, shared_data):
+def test_redownload_of_a_listed_archive_must_match_its_record(mirror, real_data):
     data.load_dataset("GunPoint", data_dir=mirror.cache)
     first = data._read_manifest(mirror.cache)[GP_ZIP]
     folder = mirror.cache / "ucr_uea/GunPoint"
     for p in folder.iterdir():                           # the user deletes the files, not the manifest
         p.unlink()
-    mirror.files[GP] = _other_gunpoint(shared_data)      # ... and the host now serves another file
+    mirror.files[GP] = _other_gunpoint(real_data)      # ... and the host now serves another file
     with pytest.raises(data.DownloadError, match="different file than the one recorded") as e:
         data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert GP_ZIP in str(e.value) and str(mirror.cache / "manifest.json") in str(e.value)   # how to reset it
@@ -412,10 +414,10 @@ def test_part_left_by_a_killed_run_is_not_resumed(mirror):
     _assert_clean(mirror.cache)
 
 
-def test_file_changed_on_the_host_between_attempts_is_sent_whole(mirror, shared_data):
+def test_file_changed_on_the_host_between_attempts_is_sent_whole(mirror, real_data):
     """A cut-off transfer resumes with If-Range: when the host's file changed meanwhile, the whole new
     file comes back (200), never old bytes followed by new ones."""
-    mirror.changed[GP] = _other_gunpoint(shared_data)
+    mirror.changed[GP] = _other_gunpoint(real_data)
     mirror.faults[GP] = ["truncate+change"]
     data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert (mirror.cache / GP_ZIP).read_bytes() == mirror.changed[GP]
@@ -423,10 +425,10 @@ def test_file_changed_on_the_host_between_attempts_is_sent_whole(mirror, shared_
     _assert_clean(mirror.cache)
 
 
-def test_resumed_part_from_another_version_is_dropped(mirror, shared_data):
+def test_resumed_part_from_another_version_is_dropped(mirror, real_data):
     """A host that honours Range but ignores If-Range: the 206's ETag names another version, so
     its bytes must not be appended to the partial file."""
-    mirror.changed[GP] = _other_gunpoint(shared_data)
+    mirror.changed[GP] = _other_gunpoint(real_data)
     mirror.faults[GP] = ["truncate+change", "ignoreifrange"]
     data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert (mirror.cache / GP_ZIP).read_bytes() == mirror.changed[GP]
@@ -549,17 +551,17 @@ def test_written_files_keep_the_users_umask(mirror, tmp_path, umask, mode):
         assert p.stat().st_mode & 0o777 == mode, p     # 0666 minus the umask, not mkstemp's 0600
 
 
-def test_files_placed_by_hand_are_never_overwritten(mirror, shared_data):
+def test_files_placed_by_hand_are_never_overwritten(mirror, real_data):
     folder = mirror.cache / "ucr_uea/GunPoint"
     folder.mkdir(parents=True)
-    mine = (shared_data / "ucr_uea/GunPoint/GunPoint_TRAIN.ts").read_bytes().replace(b"@data", b"# mine\n@data")
+    mine = (real_data / "ucr_uea/GunPoint/GunPoint_TRAIN.ts").read_bytes().replace(b"@data", b"# mine\n@data")
     (folder / "GunPoint_TRAIN.ts").write_bytes(mine)     # TRAIN by hand, TEST missing
     with pytest.raises(data.DownloadError, match="GunPoint_TRAIN.ts differs") as e:
         data.load_dataset("GunPoint", data_dir=mirror.cache)
     assert "Nothing was overwritten" in str(e.value)
     assert (folder / "GunPoint_TRAIN.ts").read_bytes() == mine
     # the archive's own copy placed by hand is fine: only the missing file is added
-    (folder / "GunPoint_TRAIN.ts").write_bytes((shared_data / "ucr_uea/GunPoint/GunPoint_TRAIN.ts").read_bytes())
+    (folder / "GunPoint_TRAIN.ts").write_bytes((real_data / "ucr_uea/GunPoint/GunPoint_TRAIN.ts").read_bytes())
     assert data.load_dataset("GunPoint", data_dir=mirror.cache).n_classes == 2
     assert len(mirror.requests) == 1
 
