@@ -753,8 +753,10 @@ def test_centerize_series_padded_at_the_end_only():
     np.testing.assert_array_equal(out[1], x[1])
     y = np.arange(6, dtype=float).reshape(1, 6, 1)
     y[0, :1] = np.nan                                                 # 1 leading, 0 trailing: moves to the end
-    out = m.centerize(np.concatenate([y, np.ones((1, 6, 1))]))
+    full = np.arange(6, dtype=float).reshape(1, 6, 1) + 10
+    out = m.centerize(np.concatenate([y, full]))
     assert np.isnan(out[0, 5, 0]) and not np.isnan(out[0, :5, 0]).any()
+    np.testing.assert_array_equal(out[1], full[0])                    # each series gets its own shift
 
 
 def test_sampler_epoch_means_average_the_batches():
