@@ -153,14 +153,18 @@ def class_run_order(y: np.ndarray, run_mean: float, rng: np.random.Generator) ->
     """A simulated stream: indices of y arranged in runs of one class, every index exactly once.
 
     Each run picks a class other than the previous one (uniformly among classes with windows
-    left) and a length ~ Geometric(1 / run_mean) (mean run_mean), cut short when the class runs
-    out. Windows inside a class come in random order."""
-    pools = {c: list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)}
+    left) and a geometric length, cut short when the class runs out. Class c's runs have mean
+    run_mean * n_c / (N / K), so every class needs about the same number of runs and none is
+    left over at the end to form one long run: the mean over all runs is run_mean (exactly the
+    run_mean of each class when classes are balanced). Windows inside a class come in random order."""
+    classes, counts = np.unique(y, return_counts=True)
+    pools = {c: list(rng.permutation(np.flatnonzero(y == c))) for c in classes}
+    mean_of = {c: max(1.0, run_mean * n * len(classes) / len(y)) for c, n in zip(classes, counts)}
     order, prev = [], None
     while pools:
         choices = [c for c in pools if c != prev] or list(pools)   # one class left: it continues
         c = choices[rng.integers(len(choices))]
-        n = int(rng.geometric(1.0 / run_mean))                # P(n) = (1 - p)^(n - 1) p, n >= 1
+        n = int(rng.geometric(1.0 / mean_of[c]))              # P(n) = (1 - p)^(n - 1) p, n >= 1
         order.extend(pools[c][:n])
         pools[c] = pools[c][n:]
         if not pools[c]:
@@ -312,18 +316,19 @@ class Projector(nn.Linear):
 # positives t - 1 and t + 1 in its own sequence. All other instances of the negative set are
 # negatives: the batch (default), its sequence (Eq. 2 literally), or the flattened batch (code).
 
-def _row_sums(u: torch.Tensor, fn, negatives: str) -> torch.Tensor:
-    """sum_{k != t} fn(s_tk) over the negative set of each instance t: the batch, or its own
-    sequence. u (B, T, F) unit vectors; fn maps similarities (B, T, any) to terms. The full sum minus the self term t = k (s_tt = u_t . u_t, which is
+def _row_sums(u: torch.Tensor, fn, negatives: str, scale: float = 1.0) -> torch.Tensor:
+    """sum_{k != t} fn(scale * s_tk) over the negative set of each instance t: the batch, or its
+    own sequence. u (B, T, F) unit vectors; fn maps scaled similarities (B, T, any) to terms
+    (scale = 1 / tau is folded into the matrix product: one pass less over the matrix). The full sum minus the self term t = k (s_tt = u_t . u_t, which is
     1, or 0 for a zero vector) equals the sum with the diagonal masked out, and is 1.5x faster
     (tests/test_dynacl.py compares with a naive loop). Returns (B, T)."""
     B, T, Fd = u.shape
-    self_s = (u * u).sum(-1)                                  # (B, T): s_tt
+    v = u * scale
+    self_s = (v * u).sum(-1)                                  # (B, T): scale * s_tt
     if negatives == "sequence":
-        s = u @ u.transpose(1, 2)                             # (B, T, T)
+        s = v @ u.transpose(1, 2)                             # (B, T, T)
     else:
-        flat = u.reshape(B * T, Fd)
-        s = (flat @ flat.T).reshape(B, T, B * T)              # (B, T, BT)
+        s = (v.reshape(B * T, Fd) @ u.reshape(B * T, Fd).T).reshape(B, T, B * T)   # (B, T, BT)
     return fn(s).sum(-1) - fn(self_s[..., None])[..., 0]      # 1[k != t]: self excluded
 
 
@@ -347,7 +352,7 @@ def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positiv
     Returns the mean over anchors (Eq. 3, deviation 2)."""
     z = _check(z, negatives, need=positives + 1)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
-    row = _row_sums(u, lambda s: torch.exp(s / tau), negatives)   # (B, T): sum_{k != t} e_t,k
+    row = _row_sums(u, torch.exp, negatives, scale=1 / tau)  # (B, T): sum_{k != t} e_t,k
     adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1 within a sequence
     if positives == 1:
         pos = adj                                             # anchors t = 0..T-2

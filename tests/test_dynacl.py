@@ -393,6 +393,9 @@ def test_class_run_stream_keeps_every_window_once_with_the_asked_mean():
     assert np.all(np.diff(y[order])[np.cumsum(runs)[:-1] - 1] != 0)   # runs switch class
     short = m.label_runs(y[m.class_run_order(y, 3.0, np.random.default_rng(1))])
     assert abs(short.mean() - 3) < 0.3
+    yi = np.array([0] * 400 + [1] * 1600)                     # imbalanced, two classes: runs alternate
+    ri = m.label_runs(yi[m.class_run_order(yi, 20.0, np.random.default_rng(2))])
+    assert abs(ri.mean() - 20) < 3 and ri.max() < 200         # no long leftover run at the end
     # windows inside a class come in random order, not as stored
     c0 = order[y[order] == 0]
     assert not np.array_equal(c0, np.sort(c0))
