@@ -186,6 +186,10 @@ def test_margin_loss_matches_naive_loop(negatives):
     for margin, gamma in ((5.0, 0.05), (0.7, 1.0)):
         got = m.margin_mp_xent(z, y, 0.5, margin, gamma, negatives).item()
         assert abs(got - naive_margin(z, y, 0.5, margin, gamma, negatives)) < 1e-10
+    z3, y3 = z[:, :3], y[:, :3]                               # T = 3: one anchor per sequence
+    assert abs(m.margin_mp_xent(z3, y3, 0.3, 5.0, 0.05, negatives).item() - naive_margin(z3, y3, 0.3, 5.0, 0.05, negatives)) < 1e-10
+    if negatives == "batch":                                  # defaults: tau 0.5, m 5, gamma 0.05, batch
+        assert abs(m.margin_mp_xent(z, y).item() - naive_margin(z, y, 0.5, 5.0, 0.05, "batch")) < 1e-10
 
 
 def test_margin_code_preset_equals_official_column_form():
@@ -278,18 +282,24 @@ def test_dynacl_m_loss_wiring_and_ablation_rows(monkeypatch):
     seen = []
     real_mask = m.mask_input
     monkeypatch.setattr(m, "mask_input", lambda a, p: seen.append(p) or real_mask(a, p))
-    for mse, margin_term in ((True, True), (True, False), (False, True)):
-        args = m.Args(**base, mse=mse, margin_term=margin_term, projector="frozen")
+    rows = [(True, True, "batch", "fixed"), (True, False, "sequence", "fixed"), (False, True, "sequence", "code"),
+            (True, True, "code", "code")]
+    for mse, margin_term, neg, pl in rows:
+        args = m.Args(**base, mse=mse, margin_term=margin_term, projector="frozen", negatives=neg, pseudo_labels=pl)
         torch.manual_seed(3)
         loss, terms = m.training_loss(net, x, args, proj, 0.4, 0.3)
         torch.manual_seed(3)
         z = net(real_mask(x, 0.3) if mse else x)              # same draw of the mask
-        y = m.pseudo_labels(x, args.threshold)
-        c = m.margin_mp_xent(z, y, 0.5, 5.0, 0.05, "batch") if margin_term else m.mp_xent(z, 0.5, "batch")
-        want = 0.4 * m.mse_loss(z, proj(x).detach()) + 0.6 * c if mse else c
-        assert torch.allclose(loss, want, atol=1e-6), (mse, margin_term)
-        assert set(terms) == ({"mse"} if mse else set()) | ({"margin_mp_xent"} if margin_term else {"mp_xent"})
-    assert seen == [0.3, 0.3]                                 # no mask in the MP-Xent + margin row
+        y = m.pseudo_labels(x, args.threshold, pl)
+        c = m.margin_mp_xent(z, y, 0.5, 5.0, 0.05, neg) if margin_term else m.mp_xent(z, 0.5, neg)
+        mse_v = m.mse_loss(z, proj(x).detach())
+        want = 0.4 * mse_v + 0.6 * c if mse else c
+        assert torch.allclose(loss, want, atol=1e-6), (mse, margin_term, neg, pl)
+        expect = ({"mse": mse_v.item()} if mse else {}) | {("margin_mp_xent" if margin_term else "mp_xent"): c.item()}
+        assert terms.keys() == expect.keys() and all(abs(terms[k] - v) < 1e-5 for k, v in expect.items())
+    assert seen == [0.3, 0.3, 0.3]                            # no mask in the MP-Xent + margin row
+    y_fixed, y_code = m.pseudo_labels(x, 0.4), m.pseudo_labels(x, 0.4, "code")
+    assert not torch.equal(y_fixed, y_code)                   # so the rows above test the flag
     w0 = proj.weight.clone()
     m.training_loss(net, x, m.Args(**base, projector="frozen"), proj, 0.4, 0.3)
     assert torch.equal(proj.weight, w0)
@@ -387,10 +397,13 @@ def test_class_run_stream_keeps_every_window_once_with_the_asked_mean():
     rng = np.random.default_rng(0)
     order = m.class_run_order(y, 20.0, rng)
     assert np.array_equal(np.sort(order), np.arange(len(y)))  # a permutation
+    assert order.dtype == np.int64 and m.class_run_order(np.zeros(0, np.int64), 20.0, rng).dtype == np.int64
     runs = m.label_runs(y[order])
     assert abs(runs.mean() - 20) < 1.5                        # geometric, mean 20 (few cut short)
     assert abs((runs == 1).mean() - 1 / 20) < 0.02            # P(1) = p for Geometric(p)
     assert np.all(np.diff(y[order])[np.cumsum(runs)[:-1] - 1] != 0)   # runs switch class
+    ones = m.label_runs(y[m.class_run_order(y, 1.0, np.random.default_rng(1))])
+    assert ones.mean() < 1.01                                 # mean 1: every run is one window
     short = m.label_runs(y[m.class_run_order(y, 3.0, np.random.default_rng(1))])
     assert abs(short.mean() - 3) < 0.3
     yi = np.array([0] * 400 + [1] * 1600)                     # imbalanced, two classes: runs alternate
@@ -417,6 +430,7 @@ def test_sequences_and_train_only_zscore():
     tr = np.array([[0.0, 1.0, np.nan], [2.0, 1.0, 4.0]], dtype=np.float32)
     te = np.array([[4.0, 3.0, np.nan]], dtype=np.float32)
     a, b = m.zscore(tr, te)
+    assert a.dtype == np.float32 and b.dtype == np.float32
     assert np.allclose(a[:, 0], [-1, 1]) and np.allclose(b[0], [3, 2, 0])   # train stats (sd 0 -> 1); NaN -> 0
 
 
@@ -442,6 +456,9 @@ def test_probe_predictions_match_linear_eval_and_scores_by_hand():
     assert abs(s["macro_f1"] - np.mean(f1)) < 1e-12
     assert abs(s["weighted_f1"] - np.dot(f1, [3, 2, 1]) / 6) < 1e-12
     assert abs(s["accuracy"] - 4 / 6) < 1e-12
+    s2 = m.classification_scores(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 3, 1, 1]))
+    P2, R2 = [1, 1 / 2, 0, 0], [1 / 2, 1, 0, 0]               # class 2 never predicted, 3 never true
+    assert abs(s2["macro_precision"] - np.mean(P2)) < 1e-12 and abs(s2["macro_recall"] - np.mean(R2)) < 1e-12
 
 
 def naive_dbi(z, lab):
@@ -461,7 +478,7 @@ def naive_silhouette(z, lab):
         a = np.mean([np.linalg.norm(z[i] - z[j]) for j in own])
         b = min(np.mean([np.linalg.norm(z[i] - z[j]) for j in range(len(z)) if lab[j] == k])
                 for k in set(lab.tolist()) if k != lab[i])
-        out.append((b - a) / max(a, b))
+        out.append((b - a) / max(a, b) if max(a, b) > 0 else 0.0)   # sklearn: 0 where a = b = 0
     return np.mean(out)
 
 
@@ -470,8 +487,17 @@ def test_dbi_and_silhouette_match_naive_loops():
     z = rng.standard_normal((40, 3))
     lab = rng.integers(0, 3, 40)
     lab[0] = 3                                                # a singleton cluster: s = 0
+    lab[1:3] = 4                                              # a pair: a_i = the one distance
     assert abs(m.davies_bouldin(torch.from_numpy(z), torch.from_numpy(lab)) - naive_dbi(z, lab)) < 1e-8
     assert abs(m.silhouette(torch.from_numpy(z), torch.from_numpy(lab)) - naive_silhouette(z, lab)) < 1e-8
+    two = (z[:, 0] > 0).astype(np.int64)                      # exactly two clusters is enough
+    assert abs(m.davies_bouldin(torch.from_numpy(z), torch.from_numpy(two)) - naive_dbi(z, two)) < 1e-8
+    assert abs(m.silhouette(torch.from_numpy(z), torch.from_numpy(two)) - naive_silhouette(z, two)) < 1e-8
+    rows = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 5.0]])   # constant rows, two places
+    assert m.silhouette(rows, torch.tensor([0, 0, 1, 1])) == 1.0
+    tie = np.array([[0.0], [0.0], [0.0], [0.0], [5.0]])       # a = b = 0 for the first four points
+    tl = np.array([0, 0, 1, 1, 2])
+    assert abs(m.silhouette(torch.from_numpy(tie), torch.from_numpy(tl)) - naive_silhouette(tie, tl)) < 1e-12
     const = torch.ones(10, 3)
     assert math.isnan(m.silhouette(const, torch.arange(10) % 2))
     assert math.isnan(m.davies_bouldin(const, torch.arange(10) % 2))
@@ -489,6 +515,7 @@ def test_kmeans_recovers_separated_blobs_and_is_seeded():
         assert len(set(true[lab == k].tolist())) == 1
     assert len(set(lab.tolist())) == 3
     assert torch.equal(lab, m.kmeans(z, 3, restarts=5, seed=1))
+    assert torch.equal(m.kmeans(z[:30], 3), m.kmeans(z[:30], 3, restarts=10, iters=100, seed=1))   # defaults
     # the restart with the lowest inertia wins: one restart can fail, ten do not
     inert = lambda l: sum(((z[l == k] - z[l == k].mean(0)) ** 2).sum().item() for k in set(l.tolist()))   # noqa: E731
     assert inert(m.kmeans(z, 3, restarts=10, seed=3)) <= min(inert(m.kmeans(z, 3, restarts=1, seed=s)) for s in range(5)) + 1e-9
