@@ -171,11 +171,13 @@ def test_mp_xent_invariances_smoothness_and_gradcheck():
     assert torch.autograd.gradcheck(lambda a: m.mp_xent(a, 0.5, "batch"), (zg,))
 
 
-def test_mp_xent_refuses_too_short_sequences():
-    with pytest.raises(ValueError):
+def test_mp_xent_refuses_too_short_sequences_and_defaults():
+    with pytest.raises(ValueError, match="length 2 have no anchor"):
         m.mp_xent(rand_z(2, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 'flat'"):
         m.mp_xent(rand_z(2, 4), negatives="flat")
+    z = rand_z(2, 5, seed=11)
+    assert abs(m.mp_xent(z).item() - naive_mp_xent(z, 0.5, "batch")) < 1e-10   # tau 0.5, batch, Eq. (2)
 
 
 # ------------------------------------------------------------------ Eq. (4)-(6): DynaCL-M
@@ -225,7 +227,7 @@ def test_pseudo_labels_zero_exactly_where_similar():
     for thr in (0.4, float(cos[1]), 0.99):
         y = m.pseudo_labels(x, thr)
         assert y.shape == (1, 6)
-        assert torch.equal(y[0, :-1], (cos < thr).double())                    # 0 exactly where cos >= thr
+        assert y.dtype == x.dtype and torch.equal(y[0, :-1], (cos < thr).double())   # 0 exactly where cos >= thr
         assert y[0, -1] == 1                                                   # no successor
     assert (m.pseudo_labels(x, float(cos[1]))[0, 1] == 0)                      # equality counts as similar
     assert torch.equal(m.pseudo_labels(x, 0.4, "code"), torch.ones(1, 6, dtype=torch.float64))   # the bug
@@ -456,6 +458,7 @@ def test_probe_predictions_match_linear_eval_and_scores_by_hand():
     assert abs(s["macro_f1"] - np.mean(f1)) < 1e-12
     assert abs(s["weighted_f1"] - np.dot(f1, [3, 2, 1]) / 6) < 1e-12
     assert abs(s["accuracy"] - 4 / 6) < 1e-12
+    assert m.classification_scores(torch.tensor([1]), torch.tensor([1]))["weighted_f1"] == 1.0
     s2 = m.classification_scores(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 3, 1, 1]))
     P2, R2 = [1, 1 / 2, 0, 0], [1 / 2, 1, 0, 0]               # class 2 never predicted, 3 never true
     assert abs(s2["macro_precision"] - np.mean(P2)) < 1e-12 and abs(s2["macro_recall"] - np.mean(R2)) < 1e-12
