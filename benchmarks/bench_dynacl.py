@@ -6,7 +6,9 @@ Benchmark for dynacl.py (issue 6). Three parts, every number written after each 
                 silhouette; k-means and true labels). Datasets (real files beside the project):
                   HAR       TF-C HAR val.pt (1471 windows, 3 x 206), split 75/25 stratified
                   Epilepsy  TS-TCC Epilepsy: val.pt (1840) as train, test.pt (2300) as test
-                  Gesture   TF-C Gesture train.pt (320) / val.pt / test.pt (120)
+                  Gesture   TF-C Gesture train.pt (320) / test.pt (120); val.pt is identical to
+                            test.pt in this release, so the probe's validation split is carved
+                            from train instead
   2. speed      one DynaCL epoch against one epoch trained with TS2Vec's hierarchical loss on the
                 SAME kernel-1 encoder and the same SleepEEG-shaped sequences (two random crops,
                 ts2vec_adaptive.hierarchical_contrastive_loss), interleaved in this one process.
@@ -68,7 +70,11 @@ def dataset_path(name: str, data_dir: Path, tmp: Path) -> str:
                  X_test=arr["test"][0], y_test=arr["test"][1])
         return str(tmp / "Epilepsy.npz")
     if name == "Gesture":
-        return str(data_dir / "tfc" / "Gesture" / "train.pt")
+        # val.pt == test.pt in this release: leave it out, so C is never chosen on test data
+        tr = data.read_pt(data_dir / "tfc" / "Gesture" / "train.pt")
+        te = data.read_pt(data_dir / "tfc" / "Gesture" / "test.pt")
+        np.savez(tmp / "Gesture.npz", X_train=tr[0], y_train=tr[1], X_test=te[0], y_test=te[1])
+        return str(tmp / "Gesture.npz")
     raise ValueError(name)
 
 

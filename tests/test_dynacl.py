@@ -556,8 +556,13 @@ def test_short_run_lowers_the_loss_and_same_seed_same_history():
     assert set(hm[0]["loss_terms"]) == {"margin_mp_xent", "mse"}
 
 
-def test_main_synthetic_writes_results(tmp_path):
-    res = m.main(m.Args(dataset="synthetic", epochs=2, out_dir=str(tmp_path), save_model=True, **TINY))
+def test_main_synthetic_writes_results(tmp_path, monkeypatch):
+    sizes = []
+    real = m.linear_eval
+    monkeypatch.setattr(m, "linear_eval", lambda *a: sizes.append([len(v) for v in a]) or real(*a))
+    res = m.main(m.Args(dataset="synthetic", epochs=2, out_dir=str(tmp_path), save_model=True,
+                        probe_rows=20, **TINY))
+    assert sizes and all(s[0] == 20 and s[1] <= 20 and s[4] == 48 for s in sizes)   # fit/val capped, test whole
     run = Path(res["run_dir"])
     saved = json.loads((run / "results.json").read_text())
     for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "dbi_kmeans",
