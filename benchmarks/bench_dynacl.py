@@ -16,7 +16,7 @@ Benchmark for dynacl.py (issue 6). Three parts, every number written after each 
                 the release's shape (371,055 rows x 200 samples, label runs like sleep stages),
                 one epoch, in a child process: instances/s, epoch time, evaluation time, peak memory.
 
-Run:  python benchmarks/bench_dynacl.py --data-dir ../shared/data
+Run:  python benchmarks/bench_dynacl.py --data-dir DIR      # DIR holds tfc/ and tstcc_format/
       python benchmarks/bench_dynacl.py --parts speed,sleep          # one part
 Results: benchmarks/results/dynacl.json and dynacl.md
 """
@@ -48,7 +48,7 @@ class Args:
     data_dir: str = arg(str(ROOT.parent / "shared" / "data"), "folder with tfc/ and tstcc_format/")
     speed_steps: int = arg(20, "steps per timed block in the speed part")
     speed_repeats: int = arg(3, "interleaved repeats in the speed part")
-    threads: int = arg(1, "torch threads (the machine is shared)")
+    threads: int = arg(1, "torch threads")
     out: str = arg(str(ROOT / "benchmarks" / "results" / "dynacl"), "results prefix (.json, .md)")
     runs_dir: str = arg(str(ROOT / "runs" / "bench_dynacl"), "run directories")
 
@@ -244,7 +244,7 @@ if __name__ == "__main__":
     prev = Path(a.out + ".json")
     results = json.loads(prev.read_text()) if prev.exists() else {}
     results.update(machine=f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
-                           "CPU shared with other jobs", argv=" ".join(sys.argv[1:]))
+                           "CPU under other load", argv=" ".join(sys.argv[1:]))
     t0 = time.perf_counter()
     for part in a.parts.split(","):
         {"accuracy": part_accuracy, "speed": part_speed, "sleep": part_sleep}[part](a, results)
