@@ -1,0 +1,838 @@
+"""
+DynaCL and DynaCL-M: Dynamic Contrastive Learning for Time Series Representation.
+  Shamba, Bach, Taylor, 2024 (ICLR 2025 submission). Paper: https://arxiv.org/abs/2410.15416
+  (equation numbers Eq. (1)-(6) follow the OpenReview submission, id nphsoKxlFs). Official code:
+  https://github.com/ShambAI/DynaCL_raw @ 1eac550 (baselines/double_cl.py, margin_cl.py,
+  margin_vannila.py, src/losses/contrastive.py). A raw snapshot: it does not run as shipped.
+
+Read top to bottom next to the paper:
+  1. Args ............. App. C (tau 0.5, margin 5, mask 0.3, threshold 0.4), batch 8, AdamW 1e-3
+  2. Data ............. rows = instances (N, D); sequences = T consecutive rows (B, T, D)
+  3. Augmentations .... DynaCL-M only: input masking (Sec. 3.3)
+  4. Encoder .......... App. A: three kernel-1 Conv1d 128/64/32 + BatchNorm + ReLU; no head
+  5. Losses ........... Eq. (1)-(3) MP-Xent; Eq. (4) MSE; Eq. (5) margin; Eq. (6) combination
+  6. Pre-training ..... Alg. 1
+  7. Linear eval ...... shared protocol, identical in every method file
+  8. main ............. clustering scores (Table 2), 2-D picture (Fig. 3), results
+
+Instances and sequences (Sec. 4, App. D):
+  SleepEEG   one row of the TF-C release's train.pt is one 2-s instance; its first 178 samples are
+             its features (as TF-C). Sequences are blocks of T = 300 consecutive rows, the first
+             80% of blocks train, the last 20% test (989 / 247 blocks). Whether the rows are in time
+             order is measured on load (label runs against a shuffled copy) and printed.
+  others     --order stored: the stored row order is time. --order class-runs (default for every
+             set but SleepEEG, whose rows are independent windows with no time order): real windows
+             concatenated in runs of one class with geometric lengths (mean --run-mean): real
+             signals, SIMULATED order; every output says so. Pre-training sees the train split's
+             stream; the probe uses the train / val / test splits.
+  STFT       `stft_features` builds the HARTH / ECG instances (1-s Hann window, 0.5-s hop,
+             magnitude, channels stacked); the raw-recording loaders are a separate issue.
+
+Where we differ from the paper / official code:
+  1. Negatives (Eq. 2 sums over one sequence; the code flattens the batch to one B*T sequence).
+     --negatives batch (default): every instance of the batch is a negative, positives never
+     cross sequences, and anchors need both neighbours in their own sequence (Fig. 2 skips t_1 and
+     t_T). --negatives sequence: Eq. (2) literally. --negatives code: the official flattened batch
+     (B - 1 positive pairs cross sequence boundaries).
+  2. Eq. (1)-(2) write z_{k+1} in the first denominator sum; read as z_k (as the code does).
+     Eq. (3) divides by NT; anchors exist only where both neighbours do, so it is a mean over
+     those anchors (as the code). Positives are not in the denominator, so a loss can be < 0.
+  3. DynaCL-M weights: the code computes w * MSE + (1 - w) * contrastive with w = mse_lambda,
+     which is what the tables used (Table 4's identical ECG rows need w = 1); Eq. (6) puts lambda
+     on MP-Xent. Here --mse-weight w, presets per dataset as the authors' runs: SleepEEG w = 0.4,
+     mask 0.3; HARTH w = 1e-30, mask 1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
+  4. Pseudo-labels Y (Eq. 5): on the raw inputs of consecutive instances (the paper says
+     sim(z); "precomputed" and the code use inputs). Y = 0 where cos >= threshold, else 1. The
+     code's two in-place assignments turn every value into 1 (Y = 1 always); --pseudo-labels code
+     reproduces that. The last instance of a sequence has no successor: Y = 1 ("otherwise").
+  5. The margin term as coded (Eq. 5 does not say how M_margin enters the loss): negatives'
+     exp-terms become exp(gamma * g / tau), g = -(1 - Y) * s^2 / 2 + Y * max(0, m - s)^2 / 2,
+     gamma = 0.05 (undocumented), the leading minus is not in Eq. (5), each sum uses the label
+     Y of the instance whose row it sums (the code's column), and the positives are subtracted untransformed. With Y = 1 and
+     s <= 1 < m, every negative term shrinks as s grows: collapse is a descent direction (Table
+     4's "MP-Xent + margin" collapsed). Reproduced, not repaired.
+  6. MSE (Eq. 4) is a sum over F per instance; the code (and this file) takes the mean over all
+     elements (F.mse_loss), 1/F of Eq. (4); the weights in deviation 3 were tuned with it. The
+     projector P is a fresh nn.Linear(D, 32) every step, never trained (--projector redraw, the
+     code); --projector frozen draws it once.
+  7. Evaluation: the shared L-BFGS logistic-regression probe on 32-d instance embeddings (the
+     paper: a linear layer, Adam, 50 epochs; no code was released), C chosen on a validation
+     split carved block-wise from train, never on test. The probe uses at most --probe-rows
+     (50,000) random fit rows and as many validation rows (SleepEEG has 237k fit rows; 50k fix
+     33 x 5 weights as well, in minutes on a CPU). The paper's "F1" exceeds both precision and
+     recall in every row, so it is support-weighted; we report accuracy, macro P / R / F1 and
+     weighted F1. Clustering: final epoch, against true labels and against k-means labels
+     (the code: k-means labels only, best of the epochs scored every 5). Picture: 2-D PCA, not
+     t-SNE (no scikit-learn here). The code's ReduceLROnPlateau on the test-split loss is dropped.
+  8. Train-only z-score per feature (the SleepEEG code has none; HARTH used HUNT4 statistics).
+  9. Paper: 500 epochs; default here: 20 for SleepEEG (a CPU run in minutes, README), else
+     enough epochs for 300 optimiser steps.
+
+Run:  python dynacl.py --dataset SleepEEG
+      python dynacl.py --dataset SleepEEG --variant dynacl-m
+      python dynacl.py --dataset path/to/Gesture/train.pt --order class-runs
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+from common import (UserError, arg, cli, get_device, make_run_dir, plot_history, progress_line,
+                    save_checkpoint, set_seed, setup_torch, write_results)
+
+METHOD = "dynacl"
+SLEEP_FEATURES = 178                                          # TF-C keeps 178 of the 200 samples
+# DynaCL-M presets of the authors' runs (deviation 3): dataset -> (mse_weight w, mask fraction p)
+PRESETS = {"SleepEEG": (0.4, 0.3), "HARTH": (1e-30, 1e-5), "AFDB": (1.0, 0.3)}
+DEFAULT_PRESET = PRESETS["SleepEEG"]
+
+
+# %% 1. Args ----------------------------------------------------------------------------------
+@dataclass
+class Args:
+    """DynaCL / DynaCL-M pre-training + linear evaluation + clustering scores."""
+    dataset: str = arg("SleepEEG", "dataset name (see data.py) or a .npz/.pt/.ts path")
+    data_dir: str = arg("", "data root; '' = data.py default (env TS_DATA_DIR)")
+    variant: str = arg("dynacl", "dynacl (MP-Xent, Eq. 3) | dynacl-m (Eq. 4-6)")
+    mse: bool = arg(True, "dynacl-m: masking + MSE term (--no-mse = Table 4 row MP-Xent + margin)")
+    margin_term: bool = arg(True, "dynacl-m: margin term (--no-margin-term = Table 4 row MP-Xent + MSE)")
+    negatives: str = arg("batch", "batch | sequence (Eq. 2 literally) | code (flattened batch, deviation 1)")
+    temperature: float = arg(0.5, "tau in Eq. (1)-(2), App. C")
+    seq_len: int = arg(0, "T, instances per sequence; 0 = 300 for SleepEEG, else N_train // 16 in [3, 100]")
+    order: str = arg("auto", "auto (stored for SleepEEG, else class-runs) | stored | class-runs")
+    run_mean: float = arg(20.0, "class-runs: mean run length (geometric)")
+    widths: str = arg("128,64,32", "encoder widths (App. A); the last one is F")
+    mse_weight: float = arg(-1.0, "w in w*MSE + (1-w)*contrastive (deviation 3); -1 = dataset preset")
+    mask_fraction: float = arg(-1.0, "share of input values set to 0 (Sec. 3.3); -1 = dataset preset")
+    margin: float = arg(5.0, "m in Eq. (5), App. C")
+    threshold: float = arg(0.4, "pseudo-label threshold on cos(x_t, x_t+1) (Sec. 3.2, App. C)")
+    margin_gamma: float = arg(0.05, "gamma scaling the margin terms (official code, deviation 5)")
+    pseudo_labels: str = arg("fixed", "fixed | code (Y = 1 everywhere, the official bug)")
+    projector: str = arg("redraw", "redraw (fresh random Linear every step, code) | frozen")
+    epochs: int = arg(0, "pre-training epochs; 0 = 20 for SleepEEG, else 300 steps' worth (paper: 500)")
+    batch_size: int = arg(8, "sequences per batch (App. C: 8); min(batch, sequences) is used")
+    lr: float = arg(1e-3, "AdamW learning rate (Sec. 4)")
+    weight_decay: float = arg(0.01, "AdamW weight decay (torch default, as the code runs)")
+    test_fraction: float = arg(0.2, "SleepEEG: share of blocks held out for test (paper 80/20)")
+    val_fraction: float = arg(0.2, "share of the train blocks the probe uses to choose C")
+    probe_rows: int = arg(50_000, "probe: at most this many random fit rows and val rows (0 = all)")
+    cluster_per_class: int = arg(1000, "clustering subset: instances per class (App. D: 1000)")
+    kmeans_restarts: int = arg(10, "k-means restarts (n_init)")
+    random_init_eval: bool = arg(True, "also evaluate the untrained (initial) encoder")
+    seed: int = arg(1, "random seed")
+    threads: int = arg(0, "torch CPU threads; 0 = torch default")
+    device: str = arg("auto", "auto | cpu | cuda | mps")
+    out_dir: str = arg("runs", "where results.json and plots go")
+    save_model: bool = arg(False, "save the encoder to encoder.pt")
+    log: bool = arg(True, "print one progress line per epoch")
+
+
+# %% 2. Data: instances, their order, sequences ------------------------------------------------
+def label_runs(y: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of equal consecutive labels: [0, 0, 1, 0] -> [2, 1, 1]."""
+    change = np.flatnonzero(np.diff(y) != 0) + 1              # first index of each new run
+    edges = np.concatenate([[0], change, [len(y)]])
+    return np.diff(edges)
+
+
+def order_report(y: np.ndarray, seed: int = 0) -> dict:
+    """Are rows in time order? Mean label-run length of the stored rows against a shuffled copy
+    (runs by chance). Sleep stages last minutes, so time-ordered 2-s rows give long runs."""
+    shuffled = np.random.default_rng(seed).permutation(y)
+    stored, chance = label_runs(y).mean(), label_runs(shuffled).mean()
+    return {"mean_run": float(stored), "mean_run_shuffled": float(chance),
+            "ratio": float(stored / chance), "time_ordered": bool(stored > 2 * chance)}
+
+
+def class_run_order(y: np.ndarray, run_mean: float, rng: np.random.Generator) -> np.ndarray:
+    """A simulated stream: indices of y arranged in runs of one class, every index exactly once.
+
+    Each run picks a class other than the previous one (uniformly among classes with windows
+    left) and a geometric length, cut short when the class runs out. Class c's runs have mean
+    run_mean * n_c / (N / K), so every class needs about the same number of runs and none is
+    left over at the end to form one long run: the mean over all runs is run_mean (exactly the
+    run_mean of each class when classes are balanced). Windows inside a class come in random order."""
+    classes, counts = np.unique(y, return_counts=True)
+    pools = {c: list(rng.permutation(np.flatnonzero(y == c))) for c in classes}
+    mean_of = {c: max(1.0, run_mean * n * len(classes) / len(y)) for c, n in zip(classes, counts)}
+    order, prev = [], None
+    while pools:
+        choices = [c for c in pools if c != prev] or list(pools)   # one class left: it continues
+        c = choices[rng.integers(len(choices))]
+        n = int(rng.geometric(1.0 / mean_of[c]))              # P(n) = (1 - p)^(n - 1) p, n >= 1
+        order.extend(pools[c][:n])
+        pools[c] = pools[c][n:]
+        if not pools[c]:
+            del pools[c]
+        prev = c
+    return np.asarray(order, dtype=np.int64)
+
+
+def stft_features(x: torch.Tensor, fs: float, win_s: float = 1.0, hop_s: float = 0.5) -> torch.Tensor:
+    """HARTH / ECG instances (Sec. 4): x (C, L) raw signal -> (frames, C * bins) STFT magnitude.
+    Hann window of win_s seconds (n_fft = window), hop hop_s, no centring padding, no log; the
+    bins of channel 0 come first. 3000 x 6 at 50 Hz -> (119, 156); 2 leads at 250 Hz -> 252."""
+    n_fft, hop = int(round(win_s * fs)), int(round(hop_s * fs))
+    spec = torch.stft(x, n_fft, hop_length=hop, win_length=n_fft, window=torch.hann_window(n_fft, device=x.device),
+                      center=False, return_complex=True).abs()   # (C, n_fft // 2 + 1, frames)
+    return spec.permute(2, 0, 1).reshape(spec.size(2), -1)    # (frames, C * bins), channel-major
+
+
+def zscore(train: np.ndarray, *others: np.ndarray) -> list:
+    """Per-feature z-score with train statistics only; NaN (padding) becomes 0, the mean."""
+    mu, sd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)                         # constant features stay at 0
+    return [np.nan_to_num((a - mu) / sd).astype(np.float32) for a in (train,) + others]
+
+
+def to_sequences(x: np.ndarray, T: int) -> np.ndarray:
+    """Non-overlapping blocks of T consecutive instances; the tail is dropped. (N, D) -> (N // T, T, D)."""
+    n = len(x) // T
+    return x[:n * T].reshape(n, T, x.shape[-1])
+
+
+@dataclass
+class Streams:
+    """Instances for pre-training (as sequences) and for the probe (rows), with how they were made."""
+    seq_train: np.ndarray                                     # (S, T, D), pre-training sequences
+    x_train: np.ndarray                                       # (N, D) probe fit rows
+    y_train: np.ndarray
+    x_val: np.ndarray                                         # probe validation rows (chooses C)
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    order: str                                                # stored | class-runs
+    note: str                                                 # printed and saved
+    n_classes: int
+    name: str
+
+
+def default_seq_len(name: str, n_train: int) -> int:
+    return 300 if name == "SleepEEG" else int(min(100, max(3, n_train // 16)))
+
+
+def prepare(args: Args, seed: int) -> Streams:
+    """Load the dataset and turn it into rows (instances) and sequences, as the header says."""
+    ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
+                           val_fraction=args.val_fraction, seed=seed)
+    if ds.task != "classification":
+        raise UserError(f"{ds.name} is a regression set; DynaCL evaluates a classifier on labelled instances.")
+    rng = np.random.default_rng(seed + 7)
+    order = args.order if args.order != "auto" else ("stored" if ds.name == "SleepEEG" else "class-runs")
+    if ds.name == "SleepEEG":                                 # App. D: rows of train.pt only
+        rows, y = ds.X_train[:, 0, :SLEEP_FEATURES], ds.y_train      # (N, 178)
+        rep = order_report(y, seed)
+        note = (f"SleepEEG row order: mean label run {rep['mean_run']:.1f} rows vs "
+                f"{rep['mean_run_shuffled']:.2f} when shuffled ({rep['ratio']:.1f}x): rows "
+                f"{'look time-ordered' if rep['time_ordered'] else 'do NOT look time-ordered; adjacent-is-positive is doubtful'}")
+        T = args.seq_len or default_seq_len(ds.name, len(rows))
+        n_blocks = len(rows) // T
+        n_test = int(round(args.test_fraction * n_blocks))
+        n_val = int(round(args.val_fraction * (n_blocks - n_test)))
+        n_fit = n_blocks - n_test - n_val
+        if n_fit < 1 or n_test < 1:
+            raise UserError(f"SleepEEG: {len(rows)} rows make {n_blocks} blocks of T = {T}; need train and test blocks. Lower --seq-len.")
+        cut = lambda a, b: slice(a * T, b * T)                # noqa: E731  blocks [a, b) as rows
+        tr, va, te = cut(0, n_fit), cut(n_fit, n_fit + n_val), cut(n_fit + n_val, n_blocks)
+        x_tr, x_va, x_te = zscore(rows[tr], rows[va], rows[te])
+        y_tr, y_va, y_te = y[tr], y[va], y[te]
+        stream = np.concatenate([x_tr, x_va])                 # the first 80% of blocks, in order
+        ys = np.concatenate([y_tr, y_va])
+        if order == "class-runs":
+            stream = stream[class_run_order(ys, args.run_mean, rng)]
+        note += f"; blocks {n_fit} fit + {n_val} val | {n_test} test, T = {T}"
+    else:
+        flat = lambda X: X.reshape(len(X), -1)                # noqa: E731  (N, C, L) -> (N, C*L)
+        x_tr, x_va, x_te = zscore(flat(ds.X_train), flat(ds.X_val), flat(ds.X_test))
+        y_tr, y_va, y_te = ds.y_train, ds.y_val, ds.y_test
+        T = args.seq_len or default_seq_len(ds.name, len(x_tr))
+        if order == "class-runs":
+            idx = class_run_order(y_tr, args.run_mean, rng)
+            x_tr, y_tr = x_tr[idx], y_tr[idx]                 # the probe does not care; kept aligned
+            x_te_idx = class_run_order(y_te, args.run_mean, rng)
+            x_te, y_te = x_te[x_te_idx], y_te[x_te_idx]
+            runs = label_runs(y_tr)
+            note = (f"{ds.name}: real windows in a SIMULATED order (class runs, mean {runs.mean():.1f} "
+                    f"windows, asked {args.run_mean:g}); each window = one instance of {x_tr.shape[1]} features")
+        else:
+            rep = order_report(y_tr, seed)
+            note = (f"{ds.name}: stored row order taken as time (mean label run {rep['mean_run']:.1f} vs "
+                    f"{rep['mean_run_shuffled']:.2f} shuffled)")
+        stream = x_tr
+        note += f", T = {T}"
+    if T < 3:
+        raise UserError(f"--seq-len {T}: MP-Xent needs T >= 3 (an anchor and both neighbours).")
+    seqs = to_sequences(stream, T)
+    if len(seqs) == 0:
+        raise UserError(f"{ds.name}: {len(stream)} training instances make no sequence of T = {T}; lower --seq-len.")
+    return Streams(seqs, x_tr, y_tr, x_va, y_va, x_te, y_te, order, note, ds.n_classes, ds.name)
+
+
+# %% 3. Augmentations (DynaCL-M only, Sec. 3.3) ------------------------------------------------
+def mask_input(x: torch.Tensor, fraction: float) -> torch.Tensor:
+    """x^m: each input value independently set to 0 with probability `fraction` (the code:
+    mask = rand < p; torch.where(mask, 0, x)). x (B, T, D) -> (B, T, D)."""
+    keep = torch.rand(x.shape, device=x.device) >= fraction
+    return x * keep
+
+
+# %% 4. Encoder (App. A, Sec. 3.3) --------------------------------------------------------------
+class Encoder(nn.Module):
+    """E_theta: (B, T, D) -> (B, T, F). Three blocks Conv1d(kernel 1) -> BatchNorm -> ReLU with
+    widths 128, 64, 32: the same small MLP on every instance, BatchNorm statistics over all B*T
+    instances in training. No projection head; the final ReLU makes z >= 0 (cosines in [0, 1])."""
+
+    def __init__(self, input_dims: int, widths=(128, 64, 32)):
+        super().__init__()
+        layers, c_in = [], input_dims
+        for c_out in widths:
+            layers += [nn.Conv1d(c_in, c_out, kernel_size=1), nn.BatchNorm1d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):                                     # x (B, T, D)
+        return self.net(x.transpose(1, 2)).transpose(1, 2)    # (B, T, F)
+
+
+class Projector(nn.Linear):
+    """P_phi (DynaCL-M): a random Linear(D, F) giving the MSE target z_bar = P(x) (Eq. 4). Never
+    trained. The official code builds a fresh one (default init, with bias) at every step."""
+
+    def __init__(self, input_dims: int, output_dims: int):
+        super().__init__(input_dims, output_dims)
+        self.requires_grad_(False)
+
+    def redraw(self) -> None:
+        self.reset_parameters()                               # torch's default Linear init
+
+
+# %% 5. Losses: Eq. (1)-(6) ---------------------------------------------------------------------
+# Notation: u = z / |z|, s_ab = u_a . u_b (cosine), e_ab = exp(s_ab / tau). An anchor t has its
+# positives t - 1 and t + 1 in its own sequence. All other instances of the negative set are
+# negatives: the batch (default), its sequence (Eq. 2 literally), or the flattened batch (code).
+
+def _row_sums(u: torch.Tensor, fn, negatives: str, scale: float = 1.0) -> torch.Tensor:
+    """sum_{k != t} fn(scale * s_tk) over the negative set of each instance t: the batch, or its
+    own sequence. u (B, T, F) unit vectors; fn maps scaled similarities (B, T, any) to terms
+    (scale = 1 / tau is folded into the matrix product: one pass less over the matrix). The full sum minus the self term t = k (s_tt = u_t . u_t, which is
+    1, or 0 for a zero vector) equals the sum with the diagonal masked out, and is 1.5x faster
+    (tests/test_dynacl.py compares with a naive loop). Returns (B, T)."""
+    B, T, Fd = u.shape
+    v = u * scale
+    self_s = (v * u).sum(-1)                                  # (B, T): scale * s_tt
+    if negatives == "sequence":
+        s = v @ u.transpose(1, 2)                             # (B, T, T)
+    else:
+        s = (v.reshape(B * T, Fd) @ u.reshape(B * T, Fd).T).reshape(B, T, B * T)   # (B, T, BT)
+    return fn(s).sum(-1) - fn(self_s[..., None])[..., 0]      # 1[k != t]: self excluded
+
+
+class _ExpRowSums(torch.autograd.Function):
+    """FASTER EQUIVALENT of torch.exp(v @ u.T).sum(-1) for v = u / tau, u (G, N, F) -> (G, N):
+    the same values and gradients (tests/test_dynacl.py::test_exp_row_sums_equal_autograd), with
+    the backward written out, dR_t/dv_t = sum_k E_tk u_k and dR_t/du_k = E_tk v_t, so only E is
+    kept and the backward is two matrix products. 2-3x faster than autograd on the 2400 x 2400
+    matrix of a SleepEEG batch, which is most of a DynaCL step."""
+
+    @staticmethod
+    def forward(ctx, v, u):
+        E = torch.exp(v @ u.transpose(1, 2))                  # (G, N, N): E_tk = exp(s_tk / tau)
+        ctx.save_for_backward(E, u, v)
+        return E.sum(-1)
+
+    @staticmethod
+    def backward(ctx, g):                                     # g (G, N) = dL/dR
+        E, u, v = ctx.saved_tensors
+        return g[..., None] * (E @ u), E.transpose(1, 2) @ (g[..., None] * v)
+
+
+def exp_row_sums(u: torch.Tensor, tau: float, negatives: str) -> torch.Tensor:
+    """_row_sums(u, torch.exp, negatives, 1 / tau) through _ExpRowSums: sum_{k != t} e_t,k (B, T)."""
+    B, T, Fd = u.shape
+    g = u if negatives == "sequence" else u.reshape(1, B * T, Fd)   # groups: sequences, or one batch
+    full = _ExpRowSums.apply(g / tau, g).reshape(B, T)
+    return full - torch.exp((u * u).sum(-1) / tau)            # 1[k != t]: self excluded
+
+
+def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
+    if negatives not in ("batch", "sequence", "code"):
+        raise ValueError(f"negatives must be batch, sequence or code, got {negatives!r}")
+    if negatives == "code":                                   # deviation 1: one B*T sequence
+        z = z.reshape(1, -1, z.size(-1))
+    if z.size(1) < need:
+        raise ValueError(f"sequences of length {z.size(1)} have no anchor (need T >= {need})")
+    return z
+
+
+def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positives: int = 2) -> torch.Tensor:
+    """MP-Xent, Eq. (2)-(3) (positives=2), or the single-positive NT-Xent of Eq. (1) (positives=1).
+
+    z (B, T, F). Eq. (2), anchor t (1 <= t <= T-2, both neighbours in its sequence):
+      l_t = -log (e_t,t-1 + e_t,t+1) / (sum_{k not in {t-1, t, t+1}} e_t,k + sum_{l not in {t-1, t}} e_t-1,l)
+    the second sum is the LEFT NEIGHBOUR's row, as written (and coded). Eq. (1), anchor t <= T-2:
+      l_t = -log e_t,t+1 / sum_{k not in {t, t+1}} e_t,k.
+    Returns the mean over anchors (Eq. 3, deviation 2)."""
+    z = _check(z, negatives, need=positives + 1)
+    u = F.normalize(z, dim=-1)                                # (B, T, F)
+    row = exp_row_sums(u, tau, negatives)                    # (B, T): sum_{k != t} e_t,k
+    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1 within a sequence
+    if positives == 1:
+        pos = adj                                             # anchors t = 0..T-2
+        den = row[:, :-1] - adj                               # Eq. (1): k not in {t, t+1}
+    else:
+        left, right = adj[:, :-1], adj[:, 1:]                 # (B, T-2): e_t,t-1, e_t,t+1 for t = 1..T-2
+        pos = left + right                                    # Eq. (2) numerator
+        den = (row[:, 1:-1] - left - right) + (row[:, :-2] - left)   # anchor row + left neighbour's row
+    return (torch.log(den) - torch.log(pos)).mean()           # Eq. (3): mean of -log(pos / den)
+
+
+def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") -> torch.Tensor:
+    """Y (Sec. 3.2) from consecutive raw inputs x (B, T, D) -> (B, T) float in {0, 1}.
+    fixed: Y_t = 0 where cos(x_t, x_t+1) >= threshold, else 1; the last step of a sequence has no
+    successor and gets 1 (deviation 4). code: the official function on the flattened batch (the
+    last step wraps to the first), with its two in-place assignments: values >= thr become 0,
+    then values <= thr (the fresh zeros too) become 1, so Y = 1 everywhere."""
+    if mode == "code":
+        flat = F.normalize(x.reshape(-1, x.size(-1)), dim=-1)  # (BT, D)
+        sim = (flat * torch.roll(flat, -1, dims=0)).sum(-1)   # cos(x_k, x_k+1), wrapping
+        sim[sim >= threshold] = 0
+        sim[sim <= threshold] = 1                             # the bug: also catches the zeros
+        return sim.reshape(x.shape[:2])
+    u = F.normalize(x, dim=-1)
+    cos = (u[:, :-1] * u[:, 1:]).sum(-1)                      # (B, T-1)
+    y = (cos < threshold).to(x.dtype)                         # 0 exactly where cos >= threshold
+    return torch.cat([y, torch.ones_like(y[:, :1])], dim=1)   # (B, T)
+
+
+def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: float = 5.0,
+                   gamma: float = 0.05, negatives: str = "batch") -> torch.Tensor:
+    """MP-Xent with the margin of Eq. (5), as the official LS_MARGIN_LOSS computes it (deviation 5).
+
+    g_ab = -(1 - Y_a) s_ab^2 / 2 + Y_a max(0, m - s_ab)^2 / 2   (Eq. 5, with the code's minus),
+    x_ab = exp(gamma g_ab / tau). Y_a is the label of the ANCHOR-side instance a: the code sums
+    the columns l of its matrix and broadcasts Y along them, so every term of column l has Y_l.
+    Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
+      l_t = -log num / (sum_{k != t} x_tk + sum_{l != t-1} x_t-1,l - e_t,t-1)
+    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms."""
+    z = _check(z, negatives, need=3)
+    u = F.normalize(z, dim=-1)                                # (B, T, F)
+    ya = y.reshape(u.shape[:2])[..., None].to(u.dtype)       # (B, T, 1): Y of the anchor-side a
+
+    def x_term(s):                                            # x_ab for s (B, T, any)
+        g = -(1 - ya) * 0.5 * s ** 2 + ya * 0.5 * torch.clamp(margin - s, min=0) ** 2   # Eq. (5), code's sign
+        return torch.exp(gamma * g / tau)
+
+    row = _row_sums(u, x_term, negatives)                     # (B, T): sum_{k != t} x_t,k
+    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1
+    left, right = adj[:, :-1], adj[:, 1:]
+    num = left + right
+    total = row[:, 1:-1] + row[:, :-2] - left                 # code: den + num
+    return (torch.log(total) - torch.log(num)).mean()
+
+
+def mse_loss(z: torch.Tensor, z_bar: torch.Tensor) -> torch.Tensor:
+    """Eq. (4) as coded: mean over all B*T*F elements of (z - z_bar)^2 (1/F of Eq. 4, deviation 6)."""
+    return ((z - z_bar) ** 2).mean()
+
+
+def training_loss(net: Encoder, x: torch.Tensor, args: Args, projector: Projector | None,
+                  mse_weight: float, mask_fraction: float):
+    """The loss of one batch x (B, T, D), Alg. 1. Returns (loss, {term: float})."""
+    if args.variant == "dynacl":                              # Eq. (3) alone
+        loss = mp_xent(net(x), args.temperature, args.negatives)
+        return loss, {"mp_xent": loss.item()}
+    use_mse = args.mse
+    z = net(mask_input(x, mask_fraction) if use_mse else x)   # Alg. 1 lines 5-6: encode x^m
+    terms = {}
+    if args.margin_term:                                      # Alg. 1 line 8: MP-Xent with margin
+        y = pseudo_labels(x, args.threshold, args.pseudo_labels)
+        contrastive = margin_mp_xent(z, y, args.temperature, args.margin, args.margin_gamma, args.negatives)
+        terms["margin_mp_xent"] = contrastive.item()
+    else:
+        contrastive = mp_xent(z, args.temperature, args.negatives)
+        terms["mp_xent"] = contrastive.item()
+    if not use_mse:                                           # Table 4: MP-Xent + margin
+        return contrastive, terms
+    if args.projector == "redraw":
+        projector.redraw()
+    with torch.no_grad():
+        z_bar = projector(x)                                  # Alg. 1 line 10: project unmasked x
+    mse = mse_loss(z, z_bar)                                  # Eq. (4)
+    terms["mse"] = mse.item()
+    return mse_weight * mse + (1 - mse_weight) * contrastive, terms   # Eq. (6), code convention
+
+
+# %% 6. Pre-training (Alg. 1) --------------------------------------------------------------------
+def parse_widths(widths: str) -> tuple:
+    try:
+        w = tuple(int(v) for v in widths.split(","))
+    except ValueError:
+        w = ()
+    if not w or min(w) < 1:
+        raise UserError(f"--widths {widths!r}: give positive integers like 128,64,32")
+    return w
+
+
+def default_epochs(name: str, steps_per_epoch: int) -> int:
+    return 20 if name == "SleepEEG" else max(1, math.ceil(300 / steps_per_epoch))
+
+
+def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print):
+    """AdamW on batches of sequences (shuffled each epoch, drop_last). seqs (S, T, D).
+    Returns (encoder, initial encoder, history, stats)."""
+    widths = parse_widths(args.widths)
+    net = Encoder(seqs.shape[-1], widths).to(device)
+    init_net = copy.deepcopy(net)                             # the random-init baseline
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    w_preset, p_preset = PRESETS.get(name, DEFAULT_PRESET)
+    mse_weight = w_preset if args.mse_weight < 0 else args.mse_weight
+    mask_fraction = p_preset if args.mask_fraction < 0 else args.mask_fraction
+    projector = Projector(seqs.shape[-1], widths[-1]).to(device) if args.variant == "dynacl-m" else None
+    rng = np.random.default_rng(args.seed)                    # batch order
+    S, T = seqs.shape[:2]
+    bs = min(args.batch_size, S)
+    per_epoch = S // bs                                       # drop_last, as the code
+    epochs = args.epochs or default_epochs(name, per_epoch)
+    xt = torch.from_numpy(seqs).to(device)                    # (S, T, D)
+    history, epoch_times = [], []
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        t_epoch, losses, terms = time.perf_counter(), [], {}
+        perm = torch.from_numpy(rng.permutation(S)).to(device)
+        for b in range(per_epoch):
+            loss, parts = training_loss(net, xt[perm[b * bs:(b + 1) * bs]], args, projector,
+                                        mse_weight, mask_fraction)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            for k, v in parts.items():
+                terms.setdefault(k, []).append(v)
+        epoch_times.append(time.perf_counter() - t_epoch)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "loss_terms": {k: float(np.mean(v)) for k, v in terms.items()} if len(terms) > 1 else {}}
+        history.append(rec)
+        if args.log:
+            log(progress_line(epoch + 1, epochs, rec["loss"], rec["loss_terms"], per_epoch * bs * T,
+                              epoch_times[-1], time.perf_counter() - t_start).replace("samples/s", "instances/s"))
+    train_time = time.perf_counter() - t_start
+    stats = {"train_time_s": train_time, "train_cpu_s": time.process_time() - cpu_start,
+             "epochs": epochs, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch,
+             "batch_size": bs, "seq_len": T, "epoch_times_s": epoch_times,
+             "instances_per_s": epochs * per_epoch * bs * T / max(train_time, 1e-9),
+             "mse_weight": mse_weight if projector is not None and args.mse else None,
+             "mask_fraction": mask_fraction if projector is not None and args.mse else None}
+    return net, init_net, history, stats
+
+
+@torch.no_grad()
+def embed(net: nn.Module, x: np.ndarray, batch_size: int = 65536, device="cpu") -> torch.Tensor:
+    """Instance embeddings, eval mode (BatchNorm running statistics): with kernel 1 every instance
+    is encoded on its own, so order and sequence do not matter. x (N, D) -> (N, F)."""
+    was_training = net.training
+    net.eval()
+    out = [net(torch.from_numpy(x[i:i + batch_size])[None].to(device))[0].cpu()
+           for i in range(0, len(x), batch_size)]
+    net.train(was_training)
+    if not out:                                               # empty split: (0, F)
+        return net(torch.zeros(1, 1, x.shape[-1], device=device))[0, :0].cpu()
+    return torch.cat(out)
+
+
+# %% 7. Linear eval ------------------------------------------------------------------------------
+# SHARED PROTOCOL: keep identical across method files
+def linear_eval(z_train, y_train, z_val, y_val, z_test, y_test,
+                c_grid=(0.01, 0.1, 1.0, 10.0, 100.0), max_iter: int = 1000) -> dict:
+    """Linear probe on frozen representations (N, D): standardise with the fit set's statistics,
+    multinomial logistic regression (mean cross-entropy + ||W||^2 / (2 C N), bias unpenalised,
+    sklearn's LogisticRegression(C) objective) in float64 with full-batch L-BFGS. C is chosen on
+    the validation split (accuracy, ties broken by validation cross-entropy), never on test, then
+    the probe is refit on train + val (an empty val split means C = 1). Inputs: torch tensors or
+    numpy arrays; labels in 0..K-1. Returns test accuracy, macro-F1 (over the labels present in
+    truth or prediction, as sklearn), the chosen C and its validation accuracy."""
+    def as64(a):
+        return torch.as_tensor(a).detach().cpu().to(torch.float64)
+
+    def as_long(a):
+        return torch.as_tensor(a).detach().cpu().long()
+
+    ztr, zva, zte = as64(z_train), as64(z_val), as64(z_test)
+    ytr, yva, yte = as_long(y_train), as_long(y_val), as_long(y_test)
+    n_classes = int(max(ytr.max(), yte.max(), yva.max() if len(yva) else 0)) + 1
+
+    def fit(z, y, C):
+        mu, sd = z.mean(0), z.std(0, unbiased=False)
+        sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))  # constant features stay at 0
+        zs = (z - mu) / sd
+        W = torch.zeros(z.size(1), n_classes, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
+                                tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(zs @ W + b, y) + (W ** 2).sum() / (2 * C * len(y))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return lambda znew: ((znew - mu) / sd) @ W.detach() + b.detach()   # logits
+
+    best_key, best_c = None, 1.0
+    if len(yva):
+        for C in c_grid:
+            logits = fit(ztr, ytr, C)(zva)
+            key = ((logits.argmax(1) == yva).double().mean().item(), -F.cross_entropy(logits, yva).item())
+            if best_key is None or key > best_key:
+                best_key, best_c = key, C
+    pred = fit(torch.cat([ztr, zva]), torch.cat([ytr, yva]), best_c)(zte).argmax(1)
+    f1s = []
+    for c in torch.unique(torch.cat([yte, pred])):            # labels in truth or prediction
+        tp = ((pred == c) & (yte == c)).sum().item()
+        fp = ((pred == c) & (yte != c)).sum().item()
+        fn = ((pred != c) & (yte == c)).sum().item()
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": (pred == yte).double().mean().item(), "macro_f1": float(np.mean(f1s)),
+            "C": best_c, "val_accuracy": best_key[0] if best_key else None}
+
+
+# %% 8. main: Table 3 metrics, Table 2 clustering, Fig. 3 picture ------------------------------
+def probe_predictions(z_fit, y_fit, z_test, C: float, max_iter: int = 1000) -> torch.Tensor:
+    """Test predictions of the probe linear_eval refits at its chosen C (same objective, same
+    solver; linear_eval returns no predictions). Only for the P / R / weighted-F1 breakdown;
+    tests/test_dynacl.py checks that its accuracy equals linear_eval's."""
+    z, y = torch.as_tensor(z_fit).double(), torch.as_tensor(y_fit).long()
+    mu, sd = z.mean(0), z.std(0, unbiased=False)
+    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+    zs = (z - mu) / sd
+    K = int(y.max()) + 1
+    W = torch.zeros(z.size(1), K, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(K, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
+                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(zs @ W + b, y) + (W ** 2).sum() / (2 * C * len(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return ((torch.as_tensor(z_test).double() - mu) / sd @ W.detach() + b.detach()).argmax(1)
+
+
+def classification_scores(y_true, y_pred) -> dict:
+    """Accuracy, macro precision / recall / F1 (over the classes present in truth or prediction)
+    and support-weighted F1 (what the paper's Table 3 "F1" must be, deviation 7)."""
+    y_true, y_pred = torch.as_tensor(y_true).long(), torch.as_tensor(y_pred).long()
+    P, R, F1, support = [], [], [], []
+    for c in torch.unique(torch.cat([y_true, y_pred])):
+        tp = ((y_pred == c) & (y_true == c)).sum().item()
+        n_pred, n_true = (y_pred == c).sum().item(), (y_true == c).sum().item()
+        P.append(tp / n_pred if n_pred else 0.0)
+        R.append(tp / n_true if n_true else 0.0)
+        F1.append(2 * tp / (n_pred + n_true))
+        support.append(n_true)
+    return {"accuracy": (y_true == y_pred).double().mean().item(), "macro_precision": float(np.mean(P)),
+            "macro_recall": float(np.mean(R)), "macro_f1": float(np.mean(F1)),
+            "weighted_f1": float(np.dot(F1, support) / max(sum(support), 1))}
+
+
+def balanced_subset(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of an equal number of instances per class: min(per_class, smallest class)."""
+    classes = np.unique(y)
+    n = min(per_class, min(int((y == c).sum()) for c in classes))
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes]))
+
+
+def kmeans(z: torch.Tensor, k: int, restarts: int = 10, iters: int = 100, seed: int = 1) -> torch.Tensor:
+    """Lloyd's k-means (squared Euclidean), `restarts` random initialisations from the data, the
+    lowest inertia kept. Seeded through its own generator. z (N, F) -> labels (N,)."""
+    g = torch.Generator().manual_seed(seed)
+    z = z.double()
+    best, best_inertia = None, math.inf
+    for _ in range(restarts):
+        centers = z[torch.randperm(len(z), generator=g)[:k]].clone()   # (k, F)
+        for _ in range(iters):
+            labels = torch.cdist(z, centers).argmin(1)        # (N,) nearest centre
+            new = torch.stack([z[labels == j].mean(0) if (labels == j).any() else centers[j] for j in range(k)])
+            if torch.equal(new, centers):
+                break
+            centers = new
+        labels = torch.cdist(z, centers).argmin(1)
+        inertia = ((z - centers[labels]) ** 2).sum().item()
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return best
+
+
+def davies_bouldin(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """DBI (Davies & Bouldin 1979, as sklearn): mean over clusters i of max_{j != i}
+    (S_i + S_j) / |c_i - c_j|, S_i = mean distance of cluster i's points to its centroid c_i.
+    NaN with fewer than two clusters or coinciding centroids (a collapsed embedding)."""
+    z = z.double()
+    ks = torch.unique(labels)
+    if len(ks) < 2:
+        return float("nan")
+    c = torch.stack([z[labels == k].mean(0) for k in ks])    # (K, F)
+    S = torch.stack([(z[labels == k] - c[i]).norm(dim=1).mean() for i, k in enumerate(ks)])
+    d = torch.cdist(c, c)                                     # (K, K)
+    if (d + torch.eye(len(ks), dtype=d.dtype) == 0).any():
+        return float("nan")
+    ratio = (S[:, None] + S[None, :]) / d
+    ratio.fill_diagonal_(-math.inf)
+    return ratio.max(1).values.mean().item()
+
+
+def silhouette(z: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean silhouette (Rousseeuw 1987, as sklearn): s_i = (b_i - a_i) / max(a_i, b_i), a_i = mean
+    distance to the other members of its cluster, b_i = lowest mean distance to another cluster;
+    s_i = 0 for a point alone in its cluster. NaN with fewer than two clusters or zero spread."""
+    z = z.double()
+    ks = torch.unique(labels)
+    if len(ks) < 2 or z.std(0).max() == 0:
+        return float("nan")
+    D = torch.cdist(z, z)                                     # (N, N)
+    onehot = (labels[:, None] == ks[None, :]).double()        # (N, K)
+    counts = onehot.sum(0)                                    # (K,)
+    sums = D @ onehot                                         # (N, K): distance sums to each cluster
+    own = (onehot * torch.arange(len(ks))).sum(1).long()      # (N,) own cluster index
+    n_own = counts[own]
+    a = sums[torch.arange(len(z)), own] / (n_own - 1).clamp(min=1)
+    mean_other = (sums / counts).masked_fill(onehot.bool(), math.inf)
+    b = mean_other.min(1).values
+    s = (b - a) / torch.maximum(a, b)
+    s = torch.where(n_own > 1, torch.nan_to_num(s, nan=0.0), torch.zeros_like(s))
+    return s.mean().item()
+
+
+def cluster_scores(z: torch.Tensor, y: np.ndarray, n_classes: int, restarts: int, seed: int) -> dict:
+    """Table 2: DBI and silhouette against the true labels and against k-means labels (k = classes)."""
+    if z.double().std(0).max() == 0:                          # collapsed: every score undefined
+        return {k: float("nan") for k in ("dbi_true", "silhouette_true", "dbi_kmeans", "silhouette_kmeans")}
+    yt = torch.as_tensor(y).long()
+    km = kmeans(z, n_classes, restarts, seed=seed)
+    return {"dbi_true": davies_bouldin(z, yt), "silhouette_true": silhouette(z, yt),
+            "dbi_kmeans": davies_bouldin(z, km), "silhouette_kmeans": silhouette(z, km)}
+
+
+def plot_embedding(z: torch.Tensor, y: np.ndarray, path, title: str, class_names=None) -> None:
+    """Fig. 3 in spirit: 2-D PCA of the clustering subset's embeddings, coloured by true class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    zc = z.double() - z.double().mean(0)
+    xy = (zc @ torch.linalg.svd(zc, full_matrices=False).Vh[:2].T).numpy() if len(z) > 1 else np.zeros((len(z), 2))
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for c in np.unique(y):
+        lab = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+        ax.scatter(xy[y == c, 0], xy[y == c, 1], s=4, alpha=0.6, label=lab)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def check_args(args: Args) -> None:
+    """User mistakes in flags, before any data is loaded."""
+    choices = {"variant": ("dynacl", "dynacl-m"), "negatives": ("batch", "sequence", "code"),
+               "order": ("auto", "stored", "class-runs"), "pseudo_labels": ("fixed", "code"),
+               "projector": ("redraw", "frozen")}
+    for field, ok in choices.items():
+        if getattr(args, field) not in ok:
+            raise UserError(f"--{field.replace('_', '-')} {getattr(args, field)!r}: choose one of {', '.join(ok)}")
+    if args.temperature <= 0:
+        raise UserError(f"--temperature {args.temperature}: must be > 0")
+    if args.seq_len and args.seq_len < 3:
+        raise UserError(f"--seq-len {args.seq_len}: MP-Xent needs T >= 3 (an anchor and both neighbours)")
+    if args.mse_weight > 1 or not (args.mask_fraction < 1):
+        raise UserError("--mse-weight must be in [0, 1] and --mask-fraction in [0, 1) (negative = preset)")
+    if args.run_mean < 1:
+        raise UserError(f"--run-mean {args.run_mean}: runs hold at least one window")
+    if args.batch_size < 1 or args.epochs < 0:
+        raise UserError("--batch-size must be >= 1 and --epochs >= 0")
+    parse_widths(args.widths)
+
+
+def main(args: Args) -> dict:
+    # BOILERPLATE (same in every method file): CPU settings, seeding, device, data
+    setup_torch(variable_shapes=False, threads=args.threads or None)
+    set_seed(args.seed)
+    device = get_device(args.device)
+    check_args(args)
+    st = prepare(args, args.seed)
+    method = METHOD if args.variant == "dynacl" else "dynacl_m"
+    print(f"[{METHOD}] {st.name} seed={args.seed} device={device} variant={args.variant} "
+          f"negatives={args.negatives} | sequences {st.seq_train.shape} (S, T, D), probe rows "
+          f"{len(st.x_train)} fit / {len(st.x_val)} val / {len(st.x_test)} test, {st.n_classes} classes")
+    print(st.note)
+
+    # METHOD: pre-train on the training sequences (labels unused)
+    net, init_net, history, stats = pretrain(st.seq_train, args, device, st.name)
+    print(f"pre-trained {stats['epochs']} epochs x {stats['steps_per_epoch']} steps of {stats['batch_size']} "
+          f"sequences in {stats['train_time_s']:.1f} s ({stats['instances_per_s']:,.0f} instances/s)")
+
+    # Evaluation: frozen encoder, instance embeddings, shared probe; the same for the init encoder
+    rng = np.random.default_rng(args.seed)
+    sub = balanced_subset(st.y_test, args.cluster_per_class, rng)   # held-out, class-balanced
+    def cap(n):                                               # deviation 7: a CPU-sized probe
+        return np.sort(rng.permutation(n)[:args.probe_rows]) if 0 < args.probe_rows < n else np.arange(n)
+
+    fit_rows, val_rows = cap(len(st.x_train)), cap(len(st.x_val))
+    y_fit, y_val = st.y_train[fit_rows], st.y_val[val_rows]
+
+    def evaluate(model):
+        e_tr, e_va, e_te = (embed(model, x, device=device) for x in
+                            (st.x_train[fit_rows], st.x_val[val_rows], st.x_test))
+        res = linear_eval(e_tr, y_fit, e_va, y_val, e_te, st.y_test)
+        pred = probe_predictions(torch.cat([e_tr, e_va]), np.concatenate([y_fit, y_val]), e_te, res["C"])
+        res.update({k: v for k, v in classification_scores(st.y_test, pred).items() if k != "accuracy"})
+        res.update(cluster_scores(e_te[sub], st.y_test[sub], st.n_classes, args.kmeans_restarts, args.seed))
+        return res, e_te[sub]
+
+    ev, z_sub = evaluate(net)
+    if args.random_init_eval:
+        rnd, z_sub0 = evaluate(init_net)
+        ev.update({f"random_init_{k}": v for k, v in rnd.items()})
+    fmt = lambda r, p="": (f"acc {100 * r[p + 'accuracy']:.1f} | macro P/R/F1 {100 * r[p + 'macro_precision']:.1f}/"  # noqa: E731
+                           f"{100 * r[p + 'macro_recall']:.1f}/{100 * r[p + 'macro_f1']:.1f} | weighted F1 "
+                           f"{100 * r[p + 'weighted_f1']:.1f} | DBI {r[p + 'dbi_kmeans']:.2f} SS "
+                           f"{r[p + 'silhouette_kmeans']:.2f} (k-means), DBI {r[p + 'dbi_true']:.2f} SS "
+                           f"{r[p + 'silhouette_true']:.2f} (true labels)")
+    print(f"linear eval       | {fmt(ev)}")
+    if args.random_init_eval:
+        print(f"random-init enc.  | {fmt(ev, 'random_init_')}")
+    if st.order == "class-runs":
+        print("note: sequences are real windows in a simulated class-run order, not a recording")
+
+    run_dir = make_run_dir(args.out_dir, st.name, method, args.seed)
+    ev["order"], ev["order_note"] = st.order, st.note
+    res = write_results(run_dir, method, st.name, args.seed, args, history, ev, stats["train_time_s"],
+                        device, extra={"train": stats, "data_note": st.note})
+    title = f"{st.name} {args.variant} seed {args.seed} ({st.order} order)"
+    plot_history(history, run_dir / "loss.png", title)
+    plot_embedding(z_sub, st.y_test[sub], run_dir / "embedding.png",
+                   f"{title}: test instances, PCA; acc {100 * ev['accuracy']:.1f}")
+    if args.random_init_eval:
+        plot_embedding(z_sub0, st.y_test[sub], run_dir / "embedding_random_init.png",
+                       f"{title}: random-init encoder; acc {100 * ev['random_init_accuracy']:.1f}")
+    if args.save_model:
+        save_checkpoint(run_dir / "encoder.pt", net.state_dict(), args)
+    print(f"saved {run_dir / 'results.json'}")
+    res["run_dir"] = str(run_dir)
+    return res
+
+
+if __name__ == "__main__":
+    cli(main, Args)
