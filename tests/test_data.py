@@ -112,7 +112,25 @@ def test_tfc_folder_with_train_and_val_only_through_load_dataset(real_data, tmp_
         (tmp_path / f"{s}.pt").symlink_to(real_data / f"tfc/Epilepsy/{s}.pt")
     (tmp_path / "test.pt").symlink_to(real_data / "tfc/Epilepsy/val.pt")
     ds = data.load_dataset(str(tmp_path / "train.pt"))
-    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (60, 20, 20) and ds.n_classes == 2
+    # test.pt is val.pt here, so the release's val is refused and validation is carved from train
+    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (48, 12, 20) and ds.n_classes == 2
+    _assert_val_apart_from_test(ds)
+
+
+def _assert_val_apart_from_test(ds):
+    test_rows = {r.tobytes() for r in ds.X_test.reshape(len(ds.X_test), -1)}
+    assert not any(r.tobytes() in test_rows for r in ds.X_val.reshape(len(ds.X_val), -1))
+
+
+def test_validation_series_also_in_test_are_dropped(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 1, 8)), np.arange(30) % 2
+    np.savez(tmp_path / "d.npz", X_train=X[:20], y_train=y[:20], X_val=X[20:26], y_val=y[20:26],
+             X_test=np.concatenate([X[20:23], X[26:]]), y_test=np.concatenate([y[20:23], y[26:]]))
+    ds = data.load_dataset(str(tmp_path / "d.npz"))
+    assert len(ds.X_train) == 20 and len(ds.X_val) == 3 and len(ds.X_test) == 7   # 3 of 6 were test series
+    _assert_val_apart_from_test(ds)
+    assert "3 of 6 validation series also appear in the test split" in capsys.readouterr().err
 
 
 def test_pt_with_numpy_arrays_loads_without_pickle(tmp_path):
@@ -123,7 +141,9 @@ def test_pt_with_numpy_arrays_loads_without_pickle(tmp_path):
 
 def test_tfc_release_by_name(shared_data):
     ds = data.load_dataset("Gesture", data_dir=shared_data)
-    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (320, 120, 120)   # release's own val
+    # TF-C's Gesture val.pt holds the same 120 series as test.pt: validation is carved from train
+    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (256, 64, 120)
+    _assert_val_apart_from_test(ds)
     assert ds.X_train.shape[1:] == (3, 206) and ds.n_classes == 8
     # the name "Epilepsy" is the UEA problem; the TF-C release is "TFC-Epilepsy"
     assert "TFC-Epilepsy" in data.list_datasets("tfc") and "Epilepsy" in data.list_datasets("uea")
