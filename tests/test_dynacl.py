@@ -604,7 +604,7 @@ def test_sleepeeg_end_to_end_through_loopback_mirror(tmp_path, monkeypatch, caps
     y[:5] = np.arange(5)                                      # every class occurs
     X = (np.eye(5)[y] @ rng.standard_normal((5, 200)) + 0.5 * rng.standard_normal((n, 200)))[:, None]
     files = {}
-    for split, (a, b) in {"train": (X, y), "val": (X[:50], y[:50]), "test": (X[:50], y[:50])}.items():
+    for split, (a, b) in {"train": (X, y), "val": (X[:50], y[:50]), "test": (X[50:100], y[50:100])}.items():
         buf = io.BytesIO()
         torch.save({"samples": torch.from_numpy(a).float(), "labels": torch.from_numpy(b)}, buf)
         files[f"{split}.pt"] = buf.getvalue()
@@ -634,7 +634,7 @@ def test_prepare_sleepeeg_uses_178_features_and_block_split(monkeypatch):
     n = 3000
     y = np.repeat(np.arange(5), n // 5)
     X = np.random.default_rng(0).standard_normal((n, 1, 200)).astype(np.float32)
-    ds = m.data._assemble("SleepEEG", X, y, X[:10], y[:10], X[:10], y[:10])
+    ds = m.data._assemble("SleepEEG", X, y, X[10:20], y[10:20], X[:10], y[:10])   # val apart from test
     monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
     st = m.prepare(m.Args(seq_len=100), 1)
     assert st.seq_train.shape == (24, 100, 178)               # 30 blocks: 24 train (incl. 5 val) + 6 test
@@ -649,7 +649,7 @@ def test_stored_order_keeps_rows(monkeypatch):
     n = 64
     y = np.arange(n) % 2
     X = np.arange(n * 3, dtype=np.float32).reshape(n, 1, 3)
-    ds = m.data._assemble("toy", X, y, X[:8], y[:8], X[:8], y[:8])
+    ds = m.data._assemble("toy", X, y, X[8:16], y[8:16], X[:8], y[:8])
     monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
     st = m.prepare(m.Args(dataset="toy", order="stored", seq_len=4), 1)
     assert np.array_equal(st.seq_train.reshape(-1, 3)[:, 0], st.x_train[:64, 0][:len(st.seq_train) * 4])
