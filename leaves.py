@@ -216,12 +216,20 @@ def permute_segments(x: torch.Tensor, K: torch.Tensor, u: torch.Tensor | None = 
         u = torch.rand(B, device=x.device, dtype=x.dtype)
     n = round_ste(1 + (K - 1) * u).clamp(1, T)               # (B,) segments, straight-through
     n_int = n.detach().long()
+    L = T // n_int                                            # (B,) segment length
     t = torch.arange(T, device=x.device)
-    seg = t[None, :] // (T // n_int)[:, None]                 # (B, T) segment of step t: 0..n (n = remainder)
-    if rank is None:                                          # a random order of the <= K_max + 1 segments
-        rank = torch.rand(B, int(n_int.max()) + 1, device=x.device).argsort(dim=1)
-    key = rank.gather(1, seg) * T + t                         # (B, T) segment's new slot, then time order
-    idx = key.argsort(dim=1)                                  # (B, T) out[t] = x[idx[t]]
+    seg = t[None, :] // L[:, None]                            # (B, T) segment of step t: 0..n (n = remainder)
+    S = int(n_int.max()) + 1 if rank is None else rank.shape[1]
+    j = torch.arange(S, device=x.device)
+    lens = torch.where(j < n_int[:, None], L[:, None], 0)     # (B, S) n segments of L steps ...
+    lens = torch.where(j == n_int[:, None], T - n_int[:, None] * L[:, None], lens)   # ... + remainder
+    if rank is None:                                          # segment j goes to slot rank[j]
+        rank = torch.rand(B, S, device=x.device).argsort(dim=1).argsort(dim=1)
+    order = rank.argsort(dim=1)                               # (B, S) segments in their new order
+    lens_new = lens.gather(1, order)
+    start_new = torch.zeros_like(lens).scatter_(1, order, lens_new.cumsum(1) - lens_new)   # (B, S)
+    dest = start_new.gather(1, seg) + t - seg * L[:, None]    # (B, T) where step t goes
+    idx = torch.empty_like(dest).scatter_(1, dest, t.expand(B, T).contiguous())   # out[t] = x[idx[t]]
     out = x.gather(2, idx[:, None, :].expand(B, C, T))        # (B, C, T)
     return out + ((n - n.detach()) / (C * T))[:, None, None]  # value unchanged; carries d/dn
 
@@ -241,9 +249,11 @@ def mixture_sample(logits: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor, sha
     s_hat = s - (F(s) - sg F(s)) / sg p(s), F the mixture CDF and p its density (sg = stop-grad).
     s_hat equals s; d s_hat / d theta = -(dF/d theta) / p, the exact gradient of the quantile."""
     phi = torch.softmax(logits, dim=0)                        # (M,)
-    with torch.no_grad():
-        k = torch.multinomial(phi, math.prod(shape), replacement=True).reshape(shape)
+    with torch.no_grad():                                     # ancestral: component k ~ phi, then N(mu_k, sd_k^2)
+        k = torch.searchsorted(phi.cumsum(0)[:-1].contiguous(), torch.rand(shape, device=mu.device, dtype=mu.dtype))
         s = mu[k] + sd[k] * torch.randn(shape, device=mu.device, dtype=mu.dtype)
+    if not (torch.is_grad_enabled() and (logits.requires_grad or mu.requires_grad or sd.requires_grad)):
+        return s                                              # no gradient wanted: the sample alone
     z = (s[..., None] - mu) / sd                              # (..., M)
     cdf = (phi * 0.5 * (1 + torch.erf(z / math.sqrt(2)))).sum(-1)            # F(s)
     pdf = (phi * torch.exp(-0.5 * z ** 2) / (sd * math.sqrt(2 * math.pi))).sum(-1)   # p(s)
