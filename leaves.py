@@ -1,6 +1,6 @@
 """
-LEAVES: Learning Views for Time-Series Data in Contrastive Learning. Yu, Chen, Lee, Kim, Zhou,
-  Kim (Comp-Well lab), arXiv 2022. Paper: https://arxiv.org/abs/2210.07340 (equation numbers follow
+LEAVES: Learning Views for Time-Series Data in Contrastive Learning. Han Yu, Huiyuan Yang,
+  Akane Sano, arXiv 2022. Paper: https://arxiv.org/abs/2210.07340 (equation numbers follow
   arXiv v1). Official code: https://github.com/comp-well-org/LEAVES @ 955f67b (Feb 2023 "public
   push", the code that matches the arXiv paper; the repository's newest code is a later method
   with learned gates and no permutation, not this one).

@@ -14,7 +14,7 @@ layout (val.pt: 1840 series used as the training pool, test.pt: 2300 test series
 
 Results are written after every run: benchmarks/results/leaves.json and leaves.md.
 
-Run:  python benchmarks/bench_leaves.py --data-dir ../shared/data
+Run:  python benchmarks/bench_leaves.py --data-dir DATA   (DATA holds tfc/Gesture, tstcc_format/Epilepsy)
       python benchmarks/bench_leaves.py --summarize-only
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from common import arg, parse_args, save_json  # noqa: E402
 @dataclass
 class Args:
     """Speed and few-label accuracy of leaves.py."""
-    data_dir: str = arg("../shared/data", "root holding tfc/Gesture and tstcc_format/Epilepsy")
+    data_dir: str = arg("", "folder holding tfc/Gesture/{train,val,test}.pt and tstcc_format/Epilepsy/{val,test}.pt")
     seeds: str = arg("1,2,3", "seeds")
     datasets: str = arg("Gesture,Epilepsy", "datasets ('' to skip accuracy)")
     speed_reps: int = arg(7, "interleaved repeats of the speed measurement (0 to skip)")
@@ -207,8 +207,10 @@ def main(a: Args) -> None:
         print(f"speed: numpy {res['speed']['numpy_per_sample_s']:.3f} s, LEAVES {res['speed']['leaves_no_grad_s']:.3f} s "
               f"(graph {res['speed']['leaves_with_graph_s']:.3f} s), ratio {res['speed']['ratio_no_grad']:.3f}", flush=True)
         save()
-    paths = {"Gesture": "Gesture", "Epilepsy": str(epilepsy_npz(Path(a.data_dir), Path(a.runs_dir)))}
     names = [n for n in a.datasets.split(",") if n]
+    if names and not a.data_dir:
+        sys.exit("error: --data-dir is needed: a folder holding tfc/Gesture and tstcc_format/Epilepsy")
+    paths = {"Gesture": "Gesture", "Epilepsy": str(epilepsy_npz(Path(a.data_dir), Path(a.runs_dir)))} if names else {}
     for seed in [int(s) for s in a.seeds.split(",")]:
         for name in names:
             for views in ("leaves", "simclr"):
