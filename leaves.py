@@ -459,12 +459,8 @@ class Classifier(nn.Module):
 
 def average_ranks(s: np.ndarray) -> np.ndarray:
     """1-based ranks of s, ties sharing their average rank."""
-    order = np.argsort(s, kind="mergesort")
-    _, inv, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    avg = np.cumsum(counts) - (counts - 1) / 2                # average rank of each distinct value
-    ranks = np.empty(len(s))
-    ranks[order] = avg[inv]
-    return ranks
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)   # inv: index among sorted values
+    return (np.cumsum(counts) - (counts - 1) / 2)[inv]        # average rank of each distinct value
 
 
 def metrics(logits: torch.Tensor, y: np.ndarray) -> dict:

@@ -407,14 +407,45 @@ def test_metrics_against_hand_computed_values():
     f1 = [2 * np.sum((pred == c) & (y == c)) / (np.sum(pred == c) + np.sum(y == c)) for c in np.unique(np.r_[y, pred])]
     assert out["macro_f1"] == pytest.approx(np.mean(f1))
     assert "sensitivity" not in out
-    yb = np.array([1, 1, 1, 0, 0])
-    lb = torch.tensor([[0., 1], [0, 1], [1, 0], [1, 0], [0, 1]])
+    yb = np.array([1, 1, 1, 1, 0, 0, 0])
+    lb = torch.tensor([[0., 1], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]])
     ob = m.metrics(lb, yb)
-    assert ob["sensitivity"] == pytest.approx(2 / 3) and ob["specificity"] == pytest.approx(1 / 2)
+    assert ob["sensitivity"] == pytest.approx(3 / 4) and ob["specificity"] == pytest.approx(2 / 3)
+    one = m.metrics(lb[:4], yb[:4])                                              # only class 1 in truth
+    assert one["sensitivity"] == pytest.approx(3 / 4) and math.isnan(one["specificity"]) and math.isnan(one["auc"])
+    zero = m.metrics(lb[4:], yb[4:])
+    assert zero["specificity"] == pytest.approx(2 / 3) and math.isnan(zero["sensitivity"])
+    y2 = np.array([0, 1, 0, 1, 1, 0])                                            # class 2 absent from truth
+    l3 = torch.from_numpy(rng.standard_normal((6, 3)))
+    p3 = torch.softmax(l3, 1).numpy()
+    assert m.metrics(l3, y2)["auc"] == pytest.approx(np.mean([naive_auc(p3[:, c], y2 == c) for c in (0, 1)]))
 
 
 def test_average_ranks():
     assert m.average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert m.average_ranks(np.array([5.0, 5.0, 5.0, 0.0, 9.0])).tolist() == [3.0, 3.0, 3.0, 1.0, 5.0]
+
+
+def test_module_log_reports_the_effective_strengths():
+    lv = m.Leaves(mixtures=3)
+    s, log = lv.strengths(), lv.log()
+    for key, name in (("sigma_jitter", "jitter"), ("sigma_scale", "scale"), ("sigma_magw", "magw"), ("K", "K")):
+        assert log[key] == pytest.approx(float(s[name]))
+    for key in ("phi", "mu", "sd"):
+        assert log[key] == pytest.approx(s[key].tolist())
+
+
+@pytest.mark.parametrize("views", ["leaves", "simclr"])
+def test_pretrain_learns_strengths_only_in_leaves_mode(views):
+    x = m.minmax(np.random.default_rng(0).standard_normal((20, 2, 32)).astype(np.float32))
+    args = m.resolve(m.Args(dataset="synthetic", views=views, **dict(TINY, epochs=2, base_width=3)), "synthetic")
+    torch.manual_seed(0)
+    enc, lv, hist, stats = m.pretrain(x, args, torch.device("cpu"), log=lambda s: None)
+    assert enc.out_dim == 24 and stats["iters"] == 2 * (20 // 16)
+    moved = hist[-1]["sigma_jitter"] != hist[0]["sigma_jitter"] and hist[-1]["K"] != hist[0]["K"]
+    assert moved == (views == "leaves")
+    if views == "simclr":
+        assert hist[-1]["sigma_magw"] == pytest.approx(0.03) and lv.fixed_sigma == 0.03
 
 
 def test_finetune_keeps_the_best_validation_epoch():
