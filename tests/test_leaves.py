@@ -97,6 +97,35 @@ def test_identities_at_zero_and_tiny_strength():
         assert (f(x, tiny) - x).abs().max() < 1e-3                               # eps-level noise only
 
 
+def test_jitter_and_scale_equal_their_formulas_on_the_same_draws():
+    x = torch.rand(6, 3, 20, dtype=torch.float64) + 0.5
+    sig = torch.tensor(0.04, dtype=torch.float64)
+    torch.manual_seed(21)
+    out_j, out_s = m.jitter(x, sig), m.scale(x, sig)
+    torch.manual_seed(21)
+    n_j, n_s = torch.randn(6, 3, 20, dtype=torch.float64), torch.randn(6, 3, 1, dtype=torch.float64)
+    assert torch.allclose(out_j, x + 0.04 * n_j, atol=1e-15)                    # Eq. (4): additive
+    assert torch.allclose(out_s, x * (1 + 0.04 * n_s), atol=1e-15)              # Eq. (5): times N(1, sigma^2)
+
+
+def test_module_starts_at_the_code_initialisation():
+    lv = m.Leaves()
+    s = lv.strengths()
+    sig = lambda r: 0.05 / (1 + math.exp(-r)) + m.EPS                            # noqa: E731
+    assert [float(s[k].detach()) for k in ("jitter", "scale", "magw")] == pytest.approx([sig(0.03), sig(0.03), sig(0.1)])
+    assert float(s["K"].detach()) == 5 and lv.knots == 8 and len(lv.mu) == 5
+    assert s["mu"].detach().tolist() == pytest.approx([-0.5, -0.25, 0.0, 0.25, 0.5])
+    assert s["sd"].detach().tolist() == pytest.approx([0.7 + m.EPS] * 5) and s["phi"].detach().tolist() == pytest.approx([0.2] * 5)
+
+
+def test_permutation_clamps_the_segment_count():
+    x = torch.rand(4, 2, 7)
+    assert torch.equal(m.permute_segments(x, torch.tensor(0.2)), x)              # K < 1: n = 1, identity
+    torch.manual_seed(22)
+    out = m.permute_segments(x, torch.tensor(50.0), u=torch.ones(4))            # n > T: n = T single steps
+    assert torch.equal(out.sort(dim=2).values, x.sort(dim=2).values)
+
+
 def test_jitter_draws_independent_noise_per_element():
     torch.manual_seed(1)
     x = torch.zeros(400, 2, 300, dtype=torch.float64)
