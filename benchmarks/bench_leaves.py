@@ -97,9 +97,9 @@ def numpy_views(x: np.ndarray, rng: np.random.Generator, sigma=(0.025, 0.025, 0.
     return out
 
 
-def speed(reps: int) -> dict:
+def speed(reps: int, shape=(128, 1, 3000)) -> dict:
     rng = np.random.default_rng(0)
-    x = rng.random((128, 1, 3000)).astype(np.float32)
+    x = rng.random(shape).astype(np.float32)
     xt = torch.from_numpy(x)
     lv = leaves.Leaves()
     numpy_views(x[:2], rng), lv(xt[:2])                       # warm-up
@@ -119,7 +119,8 @@ def speed(reps: int) -> dict:
                                                ("leaves_with_graph_s", t_grad))}
     med.update(ratio_no_grad=med["leaves_no_grad_s"] / med["numpy_per_sample_s"],
                ratio_with_graph=med["leaves_with_graph_s"] / med["numpy_per_sample_s"], reps=reps,
-               all={"numpy": t_np, "no_grad": t_nograd, "graph": t_grad}, threads=torch.get_num_threads())
+               all={"numpy": t_np, "no_grad": t_nograd, "graph": t_grad}, threads=torch.get_num_threads(),
+               shape=list(shape))
     return med
 
 
@@ -149,14 +150,16 @@ def ms(v) -> str:
 
 def summarize(res: dict) -> str:
     L = ["# leaves.py benchmark", "", f"Machine: {res.get('machine', '')}", ""]
-    sp = res.get("speed")
-    if sp:
-        L += ["## Speed: one batch of views, 128 x 1 x 3000", "",
-              "| per-sample numpy (s) | LEAVES batched, no graph (s) | LEAVES batched, with autograd graph (s) | ratio no graph | ratio with graph |",
-              "|---|---|---|---|---|",
-              f"| {sp['numpy_per_sample_s']:.3f} | {sp['leaves_no_grad_s']:.3f} | {sp['leaves_with_graph_s']:.3f} | "
-              f"**{sp['ratio_no_grad']:.3f}** | **{sp['ratio_with_graph']:.3f}** |", "",
-              f"Medians of {sp['reps']} interleaved repeats, {sp['threads']} torch thread(s), CPU.", ""]
+    sps = [s for s in (res.get("speed"), res.get("speed_short")) if s]
+    if sps:
+        L += ["## Speed: one batch of views (LEAVES chain, batched torch vs per-sample numpy)", "",
+              "| batch x C x T | per-sample numpy (s) | LEAVES batched, no graph (s) | LEAVES batched, with autograd graph (s) | ratio no graph | ratio with graph |",
+              "|---|---|---|---|---|---|"]
+        for sp in sps:
+            L.append(f"| {' x '.join(map(str, sp.get('shape', [128, 1, 3000])))} | {sp['numpy_per_sample_s']:.4f} | "
+                     f"{sp['leaves_no_grad_s']:.4f} | {sp['leaves_with_graph_s']:.4f} | "
+                     f"**{sp['ratio_no_grad']:.3f}** | **{sp['ratio_with_graph']:.3f}** |")
+        L += ["", f"Medians of {sps[0]['reps']} interleaved repeats, {sps[0]['threads']} torch thread(s), CPU.", ""]
     runs = res.get("runs", [])
     for name in dict.fromkeys(r["dataset"] for r in runs):
         R = [r for r in runs if r["dataset"] == name]
@@ -204,6 +207,7 @@ def main(a: Args) -> None:
 
     if a.speed_reps:
         res["speed"] = speed(a.speed_reps)
+        res["speed_short"] = speed(a.speed_reps, (128, 3, 206))
         print(f"speed: numpy {res['speed']['numpy_per_sample_s']:.3f} s, LEAVES {res['speed']['leaves_no_grad_s']:.3f} s "
               f"(graph {res['speed']['leaves_with_graph_s']:.3f} s), ratio {res['speed']['ratio_no_grad']:.3f}", flush=True)
         save()
