@@ -62,7 +62,8 @@ Where we differ from the paper / official code (955f67b):
 
 Run:  python leaves.py --dataset Gesture                    # LEAVES, CPU quick look
       python leaves.py --dataset Gesture --views simclr     # fixed-strength SimCLR
-      python leaves.py --dataset PTB-XL --base-width 64 --epochs 100 --batch-size 128   # paper sizes
+      python leaves.py --dataset PTB-XL --base-width 64 --epochs 100   # paper sizes (PTB-XL: once
+                                                                       # data.py has its loader)
 """
 from __future__ import annotations
 
