@@ -488,8 +488,36 @@ def test_finetune_keeps_the_best_validation_epoch():
     assert best == 1 + int(np.argmax(vals))
     again = m.metrics(m.predict(model, x_va, 16, torch.device("cpu")), ds.y_val)
     assert again["macro_f1"] == pytest.approx(vals[best - 1])                    # the kept weights are that epoch's
-    assert torch.equal(enc.stem[0].weight, m.Encoder(1, 4).stem[0].weight) or True   # original not modified
     assert isinstance(model.head[0], nn.Dropout) and [l.out_features for l in model.head[1:]] == [1024, 512, 3]
+
+
+def test_finetune_schedule_batches_and_determinism(monkeypatch):
+    """StepLR(10, 0.1) over exactly finetune_epochs epochs; every epoch sees each labelled series
+    once in batches of batch_size; the pre-trained encoder passed in is left untouched; same seed,
+    same log."""
+    ds = m.data.load_dataset("synthetic")
+    x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
+    args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=11)), "synthetic")
+    opts, batches = [], []
+    real_adam, real_fwd = m.torch.optim.Adam, m.Classifier.forward
+
+    def spy_fwd(self, x):
+        if self.training:
+            batches.append(len(x))
+        return real_fwd(self, x)
+
+    monkeypatch.setattr(m.torch.optim, "Adam", lambda *a, **k: opts.append(real_adam(*a, **k)) or opts[-1])
+    monkeypatch.setattr(m.Classifier, "forward", spy_fwd)
+    torch.manual_seed(0)
+    enc = m.Encoder(1, 4)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    _, log, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
+    assert [r["epoch"] for r in log] == list(range(1, 12))
+    assert opts[0].param_groups[0]["lr"] == pytest.approx(1e-4)                 # one decay after 10 epochs
+    assert batches == [16, 16, 7] * 11 and len(x_tr) == 39                      # every series once per epoch
+    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
+    _, log2, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
+    assert log2 == log
 
 
 def test_embed_is_the_eval_mode_average_pool():
