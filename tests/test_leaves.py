@@ -414,6 +414,8 @@ def test_encoder_equals_the_functional_reference_and_paper_size():
     big = m.Encoder(1, 64)
     assert big.out_dim == 512 and 3.80e6 < sum(p.numel() for p in big.parameters()) < 3.90e6
     assert sum(isinstance(mod, m.BasicBlock) for mod in big.modules()) == 8
+    ks = {n: p.shape[-1] for n, p in big.named_parameters() if n.endswith("weight") and p.dim() == 3}
+    assert all(k == (1 if "shortcut" in n else 3) for n, k in ks.items()) and len(ks) == 1 + 16 + 3   # kernel 3
     enc.train()
     assert not torch.allclose(enc(x), reference_resnet18_1d(enc, x))           # training: batch statistics
 
