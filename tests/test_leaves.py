@@ -499,7 +499,7 @@ def test_finetune_schedule_batches_and_determinism(monkeypatch):
     same log."""
     ds = m.data.load_dataset("synthetic")
     x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
-    args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=11)), "synthetic")
+    args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=10)), "synthetic")
     opts, batches = [], []
     real_adam, real_fwd = m.torch.optim.Adam, m.Classifier.forward
 
@@ -514,12 +514,30 @@ def test_finetune_schedule_batches_and_determinism(monkeypatch):
     enc = m.Encoder(1, 4)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     _, log, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
-    assert [r["epoch"] for r in log] == list(range(1, 12))
+    assert [r["epoch"] for r in log] == list(range(1, 11))
+    assert set(log[0]) == {"epoch", "loss", "val_macro_f1", "val_accuracy"}
     assert opts[0].param_groups[0]["lr"] == pytest.approx(1e-4)                 # one decay after 10 epochs
-    assert batches == [16, 16, 7] * 11 and len(x_tr) == 39                      # every series once per epoch
+    assert batches == [16, 16, 7] * 10 and len(x_tr) == 39                      # every series once per epoch
     assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
     _, log2, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
     assert log2 == log
+
+
+def test_finetune_returns_the_weights_of_the_best_epoch_not_the_last(monkeypatch):
+    ds = m.data.load_dataset("synthetic")
+    x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
+    run = lambda E: m.finetune(m.Encoder(1, 4), x_tr, ds.y_train, x_va, ds.y_val, 3,   # noqa: E731
+                               m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=E)), "synthetic"),
+                               torch.device("cpu"), 5)
+    torch.manual_seed(0)
+    first, _, _ = run(1)
+    f1 = iter([0.9, 0.1, 0.2, 0.3])                                              # validation peaks at epoch 1
+    monkeypatch.setattr(m, "metrics", lambda logits, y: {"macro_f1": next(f1), "accuracy": 0.0})
+    torch.manual_seed(0)
+    model, _, best = run(4)
+    assert best == 1
+    for (k, a), b in zip(model.state_dict().items(), first.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_embed_is_the_eval_mode_average_pool():
