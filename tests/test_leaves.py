@@ -1,0 +1,647 @@
+"""Tests for leaves.py: each augmentation against an independent reference and its identities,
+NT-Xent against a naive loop over Eq. (2)-(3), the gradient-reversal game against a two-pass
+reference, the ResNet-18-1D against a functional re-statement, metrics, fine-tuning selection,
+smoke runs, determinism and bad input at the door."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import leaves as m
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(base_width=4, batch_size=16, epochs=1, finetune_epochs=2, log=False, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ------------------------------------------------------------------ Eq. (2)-(3): NT-Xent
+def naive_nt_xent(z1, z2, tau):
+    """Eq. (2)-(3) as printed: views interleaved, pair k = (2k-1, 2k) (0-based: 2k, 2k+1);
+    l(i, j) = -log exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau), s = cosine similarity;
+    L = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)]."""
+    N = len(z1)
+    v = [z for pair in zip(z1, z2) for z in pair]
+    cos = lambda a, b: float(a @ b) / (float(a.norm()) * float(b.norm()))   # noqa: E731
+
+    def ell(i, j):
+        den = sum(math.exp(cos(v[i], v[k]) / tau) for k in range(2 * N) if k != i)
+        return -math.log(math.exp(cos(v[i], v[j]) / tau) / den)
+
+    return sum(ell(2 * k, 2 * k + 1) + ell(2 * k + 1, 2 * k) for k in range(N)) / (2 * N)
+
+
+@pytest.mark.parametrize("N,D,tau", [(1, 3, 0.5), (2, 4, 0.05), (5, 8, 0.05), (7, 3, 0.5), (4, 16, 1.0)])
+def test_nt_xent_matches_naive_loop(N, D, tau):
+    g = torch.Generator().manual_seed(N * 100 + D)
+    z1, z2 = torch.randn(N, D, generator=g, dtype=torch.float64), torch.randn(N, D, generator=g, dtype=torch.float64)
+    assert abs(m.nt_xent(z1, z2, tau).item() - naive_nt_xent(z1, z2, tau)) < 1e-9
+
+
+def test_nt_xent_identical_embeddings_and_scale_invariance():
+    z = torch.ones(6, 4, dtype=torch.float64)
+    assert abs(m.nt_xent(z, z, 0.05).item() - math.log(2 * 6 - 1)) < 1e-9     # all similarities equal
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(m.nt_xent(a, b, 0.05), m.nt_xent(3.7 * a, 0.2 * b, 0.05))   # cosine: scale-free
+
+
+# ------------------------------------------------------------------ strengths and their bounds
+def test_bounded_strengths_stay_in_bounds():
+    eta = 0.05
+    for raw, expect in ((-1e6, m.EPS), (1e6, eta + m.EPS), (0.0, eta / 2 + m.EPS)):
+        assert abs(m.bounded(torch.tensor(raw), eta).item() - expect) < 1e-9
+    s = m.bounded(torch.linspace(-50, 50, 101), eta)
+    assert (s >= m.EPS).all() and (s <= eta + m.EPS).all() and (s.diff() >= 0).all()
+    lv = m.Leaves()
+    with torch.no_grad():
+        lv.K.fill_(-3.0)
+    assert lv.strengths()["K"].item() == 1.0                                   # K clamped at >= 1
+    assert abs(m.Leaves().strengths()["jitter"].item() - (0.05 * torch.sigmoid(torch.tensor(0.03)).item() + m.EPS)) < 1e-9
+
+
+def test_every_strength_gets_a_finite_nonzero_gradient():
+    torch.manual_seed(0)
+    lv = m.Leaves(mixtures=4).double()
+    x = torch.rand(8, 2, 50, dtype=torch.float64)
+    w = torch.randn(8, 2, 50, dtype=torch.float64)
+    (lv(x) * w).sum().backward()
+    for name, p in lv.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert (p.grad.abs() > 0).all(), (name, p.grad)                          # every element moves
+    for f in (m.jitter, m.scale, lambda x, s: m.magnitude_warp(x, s, 8)):        # each augmentation alone
+        sig = torch.tensor(0.03, dtype=torch.float64, requires_grad=True)
+        (f(x, sig) * w).sum().backward()
+        assert torch.isfinite(sig.grad) and sig.grad.abs() > 0
+
+
+# ------------------------------------------------------------------ jitter, scale, MagW
+def test_identities_at_zero_and_tiny_strength():
+    x = torch.rand(4, 3, 40, dtype=torch.float64)
+    tiny = m.bounded(torch.tensor(-1e6, dtype=torch.float64), 0.05)            # = eps
+    for f in (m.jitter, m.scale, lambda x, s: m.magnitude_warp(x, s, 8)):
+        assert torch.equal(f(x, torch.tensor(0.0, dtype=torch.float64)), x)
+        assert (f(x, tiny) - x).abs().max() < 1e-3                               # eps-level noise only
+
+
+def test_jitter_and_scale_equal_their_formulas_on_the_same_draws():
+    x = torch.rand(6, 3, 20, dtype=torch.float64) + 0.5
+    sig = torch.tensor(0.04, dtype=torch.float64)
+    torch.manual_seed(21)
+    out_j, out_s = m.jitter(x, sig), m.scale(x, sig)
+    torch.manual_seed(21)
+    n_j, n_s = torch.randn(6, 3, 20, dtype=torch.float64), torch.randn(6, 3, 1, dtype=torch.float64)
+    assert torch.allclose(out_j, x + 0.04 * n_j, atol=1e-15)                    # Eq. (4): additive
+    assert torch.allclose(out_s, x * (1 + 0.04 * n_s), atol=1e-15)              # Eq. (5): times N(1, sigma^2)
+
+
+def test_module_starts_at_the_code_initialisation():
+    lv = m.Leaves()
+    s = lv.strengths()
+    sig = lambda r: 0.05 / (1 + math.exp(-r)) + m.EPS                            # noqa: E731
+    assert [float(s[k].detach()) for k in ("jitter", "scale", "magw")] == pytest.approx([sig(0.03), sig(0.03), sig(0.1)])
+    assert float(s["K"].detach()) == 5 and lv.knots == 8 and len(lv.mu) == 5
+    assert s["mu"].detach().tolist() == pytest.approx([-0.5, -0.25, 0.0, 0.25, 0.5])
+    assert s["sd"].detach().tolist() == pytest.approx([0.7 + m.EPS] * 5) and s["phi"].detach().tolist() == pytest.approx([0.2] * 5)
+
+
+def test_permutation_clamps_the_segment_count():
+    x = torch.rand(4, 2, 7)
+    assert torch.equal(m.permute_segments(x, torch.tensor(0.2)), x)              # K < 1: n = 1, identity
+    torch.manual_seed(22)
+    out = m.permute_segments(x, torch.tensor(50.0), u=torch.ones(4))            # n > T: n = T single steps
+    assert torch.equal(out.sort(dim=2).values, x.sort(dim=2).values)
+
+
+def test_jitter_draws_independent_noise_per_element():
+    torch.manual_seed(1)
+    x = torch.zeros(400, 2, 300, dtype=torch.float64)
+    n = m.jitter(x, torch.tensor(0.04, dtype=torch.float64))                   # the noise itself
+    assert abs(n.std().item() - 0.04) < 0.001 and abs(n.mean().item()) < 0.001
+    assert n.std(dim=0).min() > 0.02                                             # differs across series
+    assert n.std(dim=2).min() > 0.02                                             # and across time
+    c = torch.corrcoef(torch.stack([n[:, 0].flatten(), n[:, 1].flatten()]))[0, 1]
+    assert abs(c) < 0.02                                                         # and across channels
+
+
+def test_scale_is_one_factor_per_series_and_channel():
+    torch.manual_seed(2)
+    x = torch.rand(500, 3, 30, dtype=torch.float64) + 0.5
+    f = m.scale(x, torch.tensor(0.05, dtype=torch.float64)) / x                 # (B, C, T) factors
+    assert torch.allclose(f, f[..., :1].expand_as(f))                           # constant over time
+    f = f[..., 0]
+    assert abs(f.mean().item() - 1) < 0.01 and abs(f.std().item() - 0.05) < 0.005
+    assert f.std(dim=0).min() > 0.03 and f.std(dim=1).min() > 1e-3             # differs by series and channel
+
+
+def test_magnitude_warp_is_a_multiplicative_piecewise_linear_curve():
+    torch.manual_seed(3)
+    x = torch.rand(300, 2, 96, dtype=torch.float64) + 0.5
+    curve = m.magnitude_warp(x, torch.tensor(0.05, dtype=torch.float64), 8) / x   # (B, C, T)
+    assert torch.equal(m.magnitude_warp(torch.zeros(2, 1, 96), torch.tensor(0.05), 8), torch.zeros(2, 1, 96))
+    # independent reference: the same draw of knots (B, C, k) ~ N(1, sigma^2); output step t reads
+    # knot coordinate (t + 0.5) k / T - 0.5 (align_corners=False), linear between knots, flat beyond
+    k, T = 8, 96
+    torch.manual_seed(3)
+    torch.rand(300, 2, 96, dtype=torch.float64)
+    knots = (1 + 0.05 * torch.randn(300, 2, k, dtype=torch.float64)).reshape(-1, k).numpy()
+    src = np.clip((np.arange(T) + 0.5) * k / T - 0.5, 0, k - 1)
+    ref = np.stack([np.interp(src, np.arange(k), kk) for kk in knots]).reshape(curve.shape)
+    assert np.allclose(curve.numpy(), ref, atol=1e-12)
+    assert abs(knots.mean() - 1) < 0.01 and abs(knots.std() - 0.05) < 0.005
+    assert curve.std(dim=1).mean() > 0.01                                      # channels get their own curve
+
+
+# ------------------------------------------------------------------ permutation
+def test_permutation_keeps_columns_and_shares_order_across_channels():
+    torch.manual_seed(4)
+    B, C, T = 32, 3, 37
+    x = torch.rand(B, 1, T).expand(B, C, T) + torch.arange(C)[None, :, None]   # channel c = channel 0 + c
+    out = m.permute_segments(x, torch.tensor(5.0))
+    assert torch.allclose(out - out[:, :1], x - x[:, :1])                        # same order in every channel
+    assert torch.equal(out.sort(dim=2).values, x.sort(dim=2).values)             # same multiset per channel
+    assert torch.allclose(out.sum(dim=2), x.sum(dim=2))
+    assert not torch.equal(out, x)
+
+
+@pytest.mark.parametrize("T,n", [(10, 3), (10, 4), (12, 4), (37, 5), (9, 1)])
+def test_permutation_moves_whole_segments(T, n):
+    """Segments are floor(T/n) long plus a remainder; each lands contiguous and in time order."""
+    B = 40
+    K = torch.tensor(float(n))
+    x = torch.arange(T, dtype=torch.float64).repeat(B, 1, 1)                     # (B, 1, T) ramp
+    out = m.permute_segments(x, K, u=torch.ones(B, dtype=torch.float64))[:, 0].long()
+    L = T // n
+    bounds = [(s * L, (s + 1) * L) for s in range(n)] + ([(n * L, T)] if T % n else [])
+    orders = set()
+    for row in out.tolist():
+        pos = {v: i for i, v in enumerate(row)}
+        starts = []
+        for a, b in bounds:
+            p = [pos[v] for v in range(a, b)]
+            assert p == list(range(p[0], p[0] + (b - a)))                        # contiguous, in order
+            starts.append(p[0])
+        orders.add(tuple(np.argsort(starts)))
+    assert len(orders) > (1 if len(bounds) > 1 else 0)                            # orders differ by series
+    if n == 1:
+        assert torch.equal(out, x[:, 0].long())                                  # one segment: identity
+
+
+def test_permutation_segment_count_draw(monkeypatch):
+    """n = round(1 + (K - 1) u), u ~ U(0, 1) per series: for K = 5, n = 1 and 5 with probability
+    1/8, 2..4 with 1/4 each."""
+    seen = []
+    real = m.round_ste
+    monkeypatch.setattr(m, "round_ste", lambda v: seen.append(real(v).detach()) or real(v))
+    torch.manual_seed(5)
+    m.permute_segments(torch.rand(8000, 1, 60), torch.tensor(5.0))
+    n = seen[0].numpy()
+    assert n.shape == (8000,) and set(np.unique(n)) == {1, 2, 3, 4, 5}
+    freq = np.array([np.mean(n == k) for k in range(1, 6)])
+    assert np.allclose(freq, [1 / 8, 1 / 4, 1 / 4, 1 / 4, 1 / 8], atol=0.02)
+
+
+def test_permutation_gradient_is_the_inverse_permutation_and_K_gets_the_surrogate():
+    torch.manual_seed(6)
+    B, C, T = 6, 2, 23
+    ramp = torch.arange(T, dtype=torch.float64).repeat(B, C, 1)
+    u = torch.rand(B, dtype=torch.float64)
+    rank = torch.rand(B, 8).argsort(dim=1)
+    K = torch.tensor(6.0, dtype=torch.float64, requires_grad=True)
+    src = m.permute_segments(ramp, K.detach(), u=u, rank=rank)[:, 0].long()      # out[t] = x[src[t]]
+    x = torch.rand(B, C, T, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(B, C, T, dtype=torch.float64)
+    out = m.permute_segments(x, K, u=u, rank=rank)
+    assert torch.allclose(out, x.gather(2, src[:, None].expand(B, C, T)))
+    (out * g).sum().backward()
+    expect = torch.zeros_like(g).scatter_(2, src[:, None].expand(B, C, T), g)  # P^T g
+    assert torch.allclose(x.grad, expect)
+    # <P x, g> = <x, P^T g>
+    assert torch.allclose((out * g).sum(), (x * expect).sum())
+    # K: d n_b / d K = u_b (straight-through), d out / d n_b = 1 / (C T) on every element
+    assert torch.allclose(K.grad, (u * g.mean(dim=(1, 2))).sum())
+
+
+# ------------------------------------------------------------------ TimeDis
+def test_resample_equals_linear_interpolation_with_edges_at_first_and_last_step():
+    torch.manual_seed(7)
+    B, C, T = 5, 2, 31
+    x = torch.rand(B, C, T, dtype=torch.float64)
+    lam = torch.rand(B, T, dtype=torch.float64) * 2.2 - 1.1                      # some beyond [-1, 1]
+    out = m.resample(x, lam)
+    pos = ((lam.clamp(-1, 1) + 1) / 2 * (T - 1)).numpy()                        # -1 -> step 0, 1 -> step T-1
+    ref = np.stack([[np.interp(pos[b], np.arange(T), x[b, c].numpy()) for c in range(C)] for b in range(B)])
+    assert np.allclose(out.numpy(), ref, atol=1e-12)
+    grid = torch.linspace(-1, 1, T, dtype=torch.float64).repeat(B, 1)
+    assert torch.allclose(m.resample(x, grid), x, atol=1e-12)                   # uniform grid: identity
+
+
+def test_time_distort_keeps_a_ramp_monotone_and_shares_positions_across_channels():
+    torch.manual_seed(8)
+    lv = m.Leaves(mixtures=3).double()
+    s = lv.strengths()
+    ramp = torch.linspace(0, 1, 80, dtype=torch.float64).repeat(16, 1, 1)
+    x = torch.cat([ramp, 3 * ramp], dim=1)                                       # (16, 2, 80)
+    out, lam = m.time_distort(x, lv.logits, s["mu"], s["sd"])
+    assert (lam.diff(dim=1) >= 0).all() and (lam > -1).all() and (lam < 1).all()
+    assert (out.diff(dim=2) >= -1e-12).all()
+    assert out.min() >= 0 and out[:, 0].max() <= 1
+    assert torch.allclose(out[:, 1], 3 * out[:, 0])                              # one grid for all channels
+    assert not torch.allclose(out, x)
+    assert (lam[0] - lam[1]).abs().max() > 1e-3                                  # own positions per series
+
+
+def test_mixture_sampler_distribution_and_implicit_gradients():
+    """Spec test: 1e5 draws pass a KS test against the mixture CDF; dE[s]/dmu_k = phi_k and
+    dE[s]/dw_j = phi_j (mu_j - sum_k phi_k mu_k) within Monte-Carlo error; dE[s]/dsd = 0."""
+    torch.manual_seed(9)
+    w = torch.tensor([0.3, -0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    mu = torch.tensor([-1.0, 0.2, 1.5], dtype=torch.float64, requires_grad=True)
+    sd = torch.tensor([0.3, 0.5, 0.4], dtype=torch.float64, requires_grad=True)
+    n = 100_000
+    s = m.mixture_sample(w, mu, sd, (n,))
+    s.mean().backward()
+    phi = torch.softmax(w.detach(), 0)
+    assert torch.allclose(mu.grad, phi, atol=0.01)
+    assert torch.allclose(w.grad, phi * (mu.detach() - (phi * mu.detach()).sum()), atol=0.01)
+    assert sd.grad.abs().max() < 0.02
+    v = np.sort(s.detach().numpy())
+    z = (v[:, None] - mu.detach().numpy()) / sd.detach().numpy()
+    cdf = (phi.numpy() * 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))).sum(1)
+    ks = np.max(np.maximum(np.arange(1, n + 1) / n - cdf, cdf - np.arange(n) / n))
+    assert ks < 1.63 / math.sqrt(n)                                              # 1% critical value
+
+
+# ------------------------------------------------------------------ the LEAVES module
+def test_leaves_views_span_unit_range_and_differ():
+    torch.manual_seed(10)
+    lv = m.Leaves()
+    for shape in ((4, 1, 600), (3, 12, 100), (2, 52, 100)):
+        x = torch.rand(shape)
+        v1, v2 = lv(x), lv(x)
+        assert v1.shape == x.shape
+        assert torch.allclose(v1.amin(dim=2), torch.zeros(shape[:2]), atol=1e-6)
+        assert torch.allclose(v1.amax(dim=2), torch.ones(shape[:2]), atol=1e-6)
+        assert not torch.allclose(v1, v2)                                        # independent noise
+    assert sum(p.numel() for p in m.Leaves(mixtures=5).parameters()) == 19      # 3M + 4
+
+
+def test_simclr_views_have_fixed_strengths_and_no_learnable_parameters():
+    lv = m.Leaves(fixed_sigma=0.04)
+    s = lv.strengths()
+    assert all(abs(s[k].item() - 0.04) < 1e-7 for k in ("jitter", "scale", "magw")) and s["K"].item() == 5
+    assert not any(p.requires_grad for p in lv.parameters())
+    assert not lv(torch.rand(3, 1, 50)).requires_grad
+
+
+# ------------------------------------------------------------------ the game (Sec. 3.2)
+def _players(seed=0):
+    torch.manual_seed(seed)
+    enc = m.Encoder(2, 4).double()
+    proj = nn.Linear(enc.out_dim, 5).double()
+    lv = m.Leaves(mixtures=3).double()
+    x = torch.rand(12, 2, 40, dtype=torch.float64)
+    return enc, proj, lv, x
+
+
+def test_one_pass_gradient_reversal_equals_the_two_pass_reference():
+    enc, proj, lv, x = _players()
+    model_params = list(enc.parameters()) + list(proj.parameters())
+
+    def loss_fn():
+        torch.manual_seed(123)                                                   # same views each time
+        return m.nt_xent(proj(enc(lv(x))), proj(enc(lv(x))), 0.05)
+
+    ref_model = torch.autograd.grad(loss_fn(), model_params)                     # pass 1: encoder on +L
+    ref_view = torch.autograd.grad(-loss_fn(), list(lv.parameters()))           # pass 2: LEAVES on -L
+    torch.manual_seed(123)
+    m.game_step(x, lv, enc, proj, 0.05)                                          # one pass, GRL
+    for p, r in zip(model_params, ref_model):
+        assert torch.allclose(p.grad, r, rtol=1e-9, atol=1e-12)
+    for p, r in zip(lv.parameters(), ref_view):
+        assert torch.allclose(p.grad, r, rtol=1e-9, atol=1e-12)
+        assert r.abs().max() > 0
+
+
+def _loss_at(seed, x, lv, enc, proj):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return m.nt_xent(proj(enc(lv(x))), proj(enc(lv(x))), 0.05).item()
+
+
+def test_a_leaves_step_raises_the_loss_and_an_encoder_step_lowers_it():
+    enc, proj, lv, x = _players(1)
+    torch.manual_seed(7)
+    before = m.game_step(x, lv, enc, proj, 0.05, None, torch.optim.SGD(lv.parameters(), lr=1e-2))
+    assert abs(before - _loss_at(7, x, lv, enc, proj)) > 0                      # the module moved
+    after_view = _loss_at(7, x, lv, enc, proj)
+    enc2, proj2, lv2, _ = _players(1)
+    assert _loss_at(7, x, lv2, enc2, proj2) == pytest.approx(before, rel=1e-12)
+    assert after_view > before                                                   # LEAVES maximises L
+    opt = torch.optim.SGD(list(enc2.parameters()) + list(proj2.parameters()), lr=0.05)
+    torch.manual_seed(7)
+    m.game_step(x, lv2, enc2, proj2, 0.05, opt, None)
+    assert _loss_at(7, x, lv2, enc2, proj2) < before                             # the encoder minimises L
+    assert torch.equal(lv2.raw, m.Leaves(mixtures=3).double().raw)               # and LEAVES did not move
+
+
+def test_frozen_projector_stays_and_views_optimiser_has_each_parameter_once(monkeypatch):
+    made = []
+
+    class Spy(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            params = list(params)
+            made.append(params)
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(m.torch.optim, "Adam", Spy)
+    x = m.minmax(np.random.default_rng(0).standard_normal((20, 1, 32)).astype(np.float32))
+    args = m.resolve(m.Args(dataset="synthetic", freeze_projector=True, **TINY), "synthetic")
+    m.pretrain(x, args, torch.device("cpu"), log=lambda s: None)
+    model_params, view_params = made
+    assert len({id(p) for p in view_params}) == len(view_params) == 5
+    assert all(p.dim() == 3 or p.dim() == 1 for p in model_params)               # encoder only: no 2-D projector weight
+
+
+# ------------------------------------------------------------------ encoder
+def reference_resnet18_1d(enc, x):
+    """ResNet-18-1D restated functionally from the paper's description, reading enc's weights by
+    name: stem conv3 (pad 1) -> BN -> LeakyReLU -> MaxPool(2); stages of 2 blocks, strides
+    1/2/2/2: conv3-BN-LeakyReLU-conv3-BN + shortcut (1x1 conv + BN on shape change), LeakyReLU;
+    global average pool."""
+    sd = enc.state_dict()
+
+    def bn(h, p):
+        return (h - sd[p + ".running_mean"][:, None]) / torch.sqrt(sd[p + ".running_var"][:, None] + 1e-5) \
+            * sd[p + ".weight"][:, None] + sd[p + ".bias"][:, None]
+
+    h = F.max_pool1d(F.leaky_relu(bn(F.conv1d(x, sd["stem.0.weight"], padding=1), "stem.1"), 0.01), 2)
+    for i in range(8):
+        p = f"layers.{i}"
+        stride = 2 if i in (2, 4, 6) else 1
+        y = F.leaky_relu(bn(F.conv1d(h, sd[p + ".conv1.weight"], stride=stride, padding=1), p + ".bn1"), 0.01)
+        y = bn(F.conv1d(y, sd[p + ".conv2.weight"], padding=1), p + ".bn2")
+        sc = bn(F.conv1d(h, sd[p + ".shortcut.0.weight"], stride=stride), p + ".shortcut.1") \
+            if p + ".shortcut.0.weight" in sd else h
+        h = F.leaky_relu(y + sc, 0.01)
+    return h.mean(dim=-1)
+
+
+def test_encoder_equals_the_functional_reference_and_paper_size():
+    torch.manual_seed(11)
+    enc = m.Encoder(3, 8).double()
+    for mod in enc.modules():                                                    # non-trivial BN statistics
+        if isinstance(mod, nn.BatchNorm1d):
+            mod.running_mean.uniform_(-0.5, 0.5), mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5), mod.bias.data.uniform_(-0.2, 0.2)
+    enc.eval()
+    x = torch.randn(4, 3, 67, dtype=torch.float64)
+    assert torch.allclose(enc(x), reference_resnet18_1d(enc, x), atol=1e-10)
+    assert enc(x).shape == (4, 64)
+    big = m.Encoder(1, 64)
+    assert big.out_dim == 512 and 3.80e6 < sum(p.numel() for p in big.parameters()) < 3.90e6
+    assert sum(isinstance(mod, m.BasicBlock) for mod in big.modules()) == 8
+    ks = {n: p.shape[-1] for n, p in big.named_parameters() if n.endswith("weight") and p.dim() == 3}
+    assert all(k == (1 if "shortcut" in n else 3) for n, k in ks.items()) and len(ks) == 1 + 16 + 3   # kernel 3
+    enc.train()
+    assert not torch.allclose(enc(x), reference_resnet18_1d(enc, x))           # training: batch statistics
+
+
+# ------------------------------------------------------------------ evaluation
+def naive_auc(score, pos):
+    P, N = score[pos], score[~pos]
+    return np.mean([(p > n) + 0.5 * (p == n) for p in P for n in N])
+
+
+def test_metrics_against_hand_computed_values():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    logits = torch.from_numpy(rng.integers(-2, 3, (60, 3)).astype(np.float64))  # many ties
+    out = m.metrics(logits, y)
+    p = torch.softmax(logits, 1).numpy()
+    assert out["auc"] == pytest.approx(np.mean([naive_auc(p[:, c], y == c) for c in range(3)]), abs=1e-12)
+    pred = p.argmax(1)
+    assert out["accuracy"] == pytest.approx(np.mean(pred == y))
+    f1 = [2 * np.sum((pred == c) & (y == c)) / (np.sum(pred == c) + np.sum(y == c)) for c in np.unique(np.r_[y, pred])]
+    assert out["macro_f1"] == pytest.approx(np.mean(f1))
+    assert "sensitivity" not in out
+    yb = np.array([1, 1, 1, 1, 0, 0, 0])
+    lb = torch.tensor([[0., 1], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]])
+    ob = m.metrics(lb, yb)
+    assert ob["sensitivity"] == pytest.approx(3 / 4) and ob["specificity"] == pytest.approx(2 / 3)
+    one = m.metrics(lb[:4], yb[:4])                                              # only class 1 in truth
+    assert one["sensitivity"] == pytest.approx(3 / 4) and math.isnan(one["specificity"]) and math.isnan(one["auc"])
+    zero = m.metrics(lb[4:], yb[4:])
+    assert zero["specificity"] == pytest.approx(2 / 3) and math.isnan(zero["sensitivity"])
+    y2 = np.array([0, 1, 0, 1, 1, 0])                                            # class 2 absent from truth
+    l3 = torch.from_numpy(rng.standard_normal((6, 3)))
+    p3 = torch.softmax(l3, 1).numpy()
+    assert m.metrics(l3, y2)["auc"] == pytest.approx(np.mean([naive_auc(p3[:, c], y2 == c) for c in (0, 1)]))
+
+
+def test_average_ranks():
+    assert m.average_ranks(np.array([3.0, 1.0, 3.0, 2.0])).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert m.average_ranks(np.array([5.0, 5.0, 5.0, 0.0, 9.0])).tolist() == [3.0, 3.0, 3.0, 1.0, 5.0]
+
+
+def test_module_log_reports_the_effective_strengths():
+    lv = m.Leaves(mixtures=3)
+    s, log = lv.strengths(), lv.log()
+    for key, name in (("sigma_jitter", "jitter"), ("sigma_scale", "scale"), ("sigma_magw", "magw"), ("K", "K")):
+        assert log[key] == pytest.approx(float(s[name].detach()))
+    for key in ("phi", "mu", "sd"):
+        assert log[key] == pytest.approx(s[key].detach().tolist())
+
+
+@pytest.mark.parametrize("views", ["leaves", "simclr"])
+def test_pretrain_learns_strengths_only_in_leaves_mode(views):
+    x = m.minmax(np.random.default_rng(0).standard_normal((20, 2, 32)).astype(np.float32))
+    args = m.resolve(m.Args(dataset="synthetic", views=views, **dict(TINY, epochs=2, base_width=3)), "synthetic")
+    torch.manual_seed(0)
+    enc, lv, hist, stats = m.pretrain(x, args, torch.device("cpu"), log=lambda s: None)
+    assert enc.out_dim == 24 and stats["iters"] == 2 * (20 // 16)
+    moved = hist[-1]["sigma_jitter"] != hist[0]["sigma_jitter"] and hist[-1]["K"] != hist[0]["K"]
+    assert moved == (views == "leaves")
+    if views == "simclr":
+        assert hist[-1]["sigma_magw"] == pytest.approx(0.03) and lv.fixed_sigma == 0.03
+
+
+def test_finetune_keeps_the_best_validation_epoch():
+    torch.manual_seed(12)
+    ds = m.data.load_dataset("synthetic")
+    x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
+    args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=5)), "synthetic")
+    enc = m.Encoder(1, 4)
+    model, log, best = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 1)
+    vals = [r["val_macro_f1"] for r in log]
+    assert best == 1 + int(np.argmax(vals))
+    again = m.metrics(m.predict(model, x_va, 16, torch.device("cpu")), ds.y_val)
+    assert again["macro_f1"] == pytest.approx(vals[best - 1])                    # the kept weights are that epoch's
+    assert isinstance(model.head[0], nn.Dropout) and [l.out_features for l in model.head[1:]] == [1024, 512, 3]
+
+
+def test_finetune_schedule_batches_and_determinism(monkeypatch):
+    """StepLR(10, 0.1) over exactly finetune_epochs epochs; every epoch sees each labelled series
+    once in batches of batch_size; the pre-trained encoder passed in is left untouched; same seed,
+    same log."""
+    ds = m.data.load_dataset("synthetic")
+    x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
+    args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=10)), "synthetic")
+    opts, batches = [], []
+    real_adam, real_fwd = m.torch.optim.Adam, m.Classifier.forward
+
+    def spy_fwd(self, x):
+        if self.training:
+            batches.append(len(x))
+        return real_fwd(self, x)
+
+    monkeypatch.setattr(m.torch.optim, "Adam", lambda *a, **k: opts.append(real_adam(*a, **k)) or opts[-1])
+    monkeypatch.setattr(m.Classifier, "forward", spy_fwd)
+    torch.manual_seed(0)
+    enc = m.Encoder(1, 4)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    _, log, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
+    assert [r["epoch"] for r in log] == list(range(1, 11))
+    assert set(log[0]) == {"epoch", "loss", "val_macro_f1", "val_accuracy"}
+    assert opts[0].param_groups[0]["lr"] == pytest.approx(1e-4)                 # one decay after 10 epochs
+    assert batches == [16, 16, 7] * 10 and len(x_tr) == 39                      # every series once per epoch
+    assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
+    _, log2, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
+    assert log2 == log
+
+
+def test_finetune_returns_the_weights_of_the_best_epoch_not_the_last(monkeypatch):
+    ds = m.data.load_dataset("synthetic")
+    x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
+    run = lambda E: m.finetune(m.Encoder(1, 4), x_tr, ds.y_train, x_va, ds.y_val, 3,   # noqa: E731
+                               m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=E)), "synthetic"),
+                               torch.device("cpu"), 5)
+    torch.manual_seed(0)
+    first, _, _ = run(1)
+    f1 = iter([0.9, 0.1, 0.2, 0.3])                                              # validation peaks at epoch 1
+    monkeypatch.setattr(m, "metrics", lambda logits, y: {"macro_f1": next(f1), "accuracy": 0.0})
+    torch.manual_seed(0)
+    model, _, best = run(4)
+    assert best == 1
+    for (k, a), b in zip(model.state_dict().items(), first.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_embed_is_the_eval_mode_average_pool():
+    torch.manual_seed(13)
+    enc = m.Encoder(1, 4)
+    enc.train()
+    x = np.random.default_rng(0).random((10, 1, 40)).astype(np.float32)
+    z = m.embed(enc, x, 4, torch.device("cpu"))
+    enc.eval()
+    assert torch.allclose(z, enc(torch.from_numpy(x)).detach(), atol=1e-6)
+    enc.train()
+    assert enc.training
+
+
+def test_minmax_and_label_subset():
+    x = np.array([[[1.0, 3.0, 2.0, np.nan]], [[5.0, 5.0, 5.0, 5.0]]], dtype=np.float32)
+    assert m.minmax(x).tolist() == [[[0.0, 1.0, 0.5, 0.0]], [[0.0, 0.0, 0.0, 0.0]]]
+    t = torch.tensor([[[2.0, 4.0, 3.0]]])
+    assert torch.allclose(m.minmax(t), torch.tensor([[[0.0, 1.0, 0.5]]]))
+    y = np.repeat(np.arange(4), 25)
+    idx = m.label_subset(y, 0.2, 1)
+    assert len(idx) == 20 and np.bincount(y[idx]).tolist() == [5, 5, 5, 5]
+    assert m.label_subset(y, 1.0, 1).tolist() == list(range(100))
+
+
+# ------------------------------------------------------------------ runs
+def test_same_seed_same_history():
+    x = m.minmax(np.random.default_rng(0).standard_normal((24, 1, 32)).astype(np.float32))
+
+    def hist(seed):
+        args = m.resolve(m.Args(dataset="synthetic", seed=seed, **dict(TINY, epochs=2)), "synthetic")
+        torch.manual_seed(seed)
+        return m.pretrain(x, args, torch.device("cpu"), log=lambda s: None)[2]
+
+    h = hist(3)
+    assert json.dumps(h) == json.dumps(hist(3))
+    assert json.dumps(h) != json.dumps(hist(4))
+    assert h[0]["epoch"] == 0 and h[-1]["K"] != h[0]["K"]                       # strengths learned
+
+
+@pytest.mark.parametrize("views", ["leaves", "simclr", "none"])
+def test_main_smoke(views, tmp_path):
+    res = m.main(m.Args(dataset="synthetic", views=views, out_dir=str(tmp_path), save_model=True, **TINY))
+    run = Path(res["run_dir"])
+    saved = json.loads((run / "results.json").read_text())
+    ev = saved["eval"]
+    for k in ("accuracy", "macro_f1", "auc", "best_epoch", "random_init_probe_accuracy"):
+        assert k in ev
+    assert 0 <= ev["accuracy"] <= 1
+    if views != "none":
+        assert "scratch_accuracy" in ev and "probe_accuracy" in ev
+        assert math.isfinite(saved["history"][-1]["loss"])
+        for f in ("loss.png", "strengths.png", "views.png", "encoder.pt"):
+            assert (run / f).stat().st_size > 0
+    hist = saved["history"]
+    if views == "simclr":
+        assert hist[0]["sigma_jitter"] == hist[-1]["sigma_jitter"] == pytest.approx(0.03)
+
+
+def test_gesture_carves_validation_from_train(shared_data, tmp_path):
+    res = m.main(m.Args(dataset="Gesture", data_dir=str(shared_data), out_dir=str(tmp_path),
+                        random_init_eval=False, scratch_eval=False,
+                        **dict(TINY, finetune_epochs=1, batch_size=64, label_fraction=0.1)))
+    assert "carved from train" in res["note"] and res["eval"]["accuracy"] >= 0
+
+
+# ------------------------------------------------------------------ bad input at the door
+@pytest.mark.parametrize("kw,msg", [(dict(views="viewmaker"), "--views"), (dict(preset="x"), "--preset"),
+                                    (dict(temperature=-1.0), "--temperature"), (dict(label_fraction=0.0), "--label-fraction"),
+                                    (dict(batch_size=1), "--batch-size"), (dict(eta=0.0), "--eta")])
+def test_bad_flags_raise_user_errors(kw, msg, tmp_path):
+    with pytest.raises(m.UserError, match=msg):
+        m.main(m.Args(dataset="synthetic", out_dir=str(tmp_path), **dict(TINY, **kw)))
+
+
+def test_too_short_series_and_one_class_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    short = tmp_path / "short.npz"
+    np.savez(short, X_train=rng.random((10, 1, 8)), y_train=np.arange(10) % 2, X_test=rng.random((4, 1, 8)),
+             y_test=np.arange(4) % 2)
+    with pytest.raises(m.UserError, match="too short"):
+        m.main(m.Args(dataset=str(short), out_dir=str(tmp_path), **TINY))
+    one = tmp_path / "one.npz"
+    np.savez(one, X_train=rng.random((10, 1, 40)), y_train=np.zeros(10), X_test=rng.random((4, 1, 40)),
+             y_test=np.zeros(4))
+    with pytest.raises(m.UserError, match="one class"):
+        m.main(m.Args(dataset=str(one), out_dir=str(tmp_path), **TINY))
+
+
+def test_cli_prints_one_error_line(tmp_path):
+    out = subprocess.run([sys.executable, "leaves.py", "--dataset", "synthetic", "--views", "bogus",
+                          "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error: --views") and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_dataset_is_a_user_error(tmp_path):
+    with pytest.raises(m.UserError, match="unknown dataset"):
+        m.main(m.Args(dataset="NoSuchSet", out_dir=str(tmp_path), **TINY))
+
+
+def test_cli_smoke(tmp_path):
+    out = subprocess.run([sys.executable, "leaves.py", "--dataset", "synthetic", "--epochs", "1",
+                          "--finetune-epochs", "1", "--base-width", "4", "--batch-size", "16", "--threads", "1",
+                          "--no-random-init-eval", "--no-scratch-eval", "--out-dir", str(tmp_path)],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=120)
+    assert "epoch 1/1" in out.stdout and "fine-tuned" in out.stdout and "linear probe" in out.stdout
