@@ -48,8 +48,8 @@ Where we differ from the paper / official code (955f67b):
      picks the epoch with the best TEST macro-F1. Cross-entropy instead of BCE on one-hot labels;
      no extra scheduler step before training. The SimCLR baseline uses one fixed strength
      (--simclr-sigma, default 0.03, the middle of Table 6) chosen before seeing any result; the
-     paper reports the best of five strengths on the test set. Where a release's validation split
-     is the test split (TF-C Gesture ships val.pt == test.pt), validation is carved from train.
+     paper reports the best of five strengths on the test set. (data.py keeps validation apart
+     from test: TF-C Gesture ships val.pt == test.pt, so there validation is carved from train.)
   9. Encoder widths: 16/32/64/128 by default so CPU runs take minutes (--base-width 64 is the
      paper's 64/128/256/512, ~3.8M parameters); 40 pre-training epochs by default (paper: 100).
   10. The SimCLR baseline here applies the same chain as LEAVES with fixed strengths (TimeDis at
@@ -649,17 +649,12 @@ def plot_views(x: np.ndarray, leaves: Leaves, path, title: str = "") -> None:
 
 
 def prepare(args: Args):
-    """Load, check, min-max. Returns (name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, note)."""
+    """Load, check, min-max. Returns (name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes)."""
     ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
                            val_fraction=args.val_fraction, seed=args.seed)
     if ds.task != "classification":
         raise UserError(f"{ds.name} is a regression set; leaves.py evaluates classification")
     x_tr, y_tr, x_va, y_va = ds.X_train, ds.y_train, ds.X_val, ds.y_val
-    note = ""
-    if x_va.shape == ds.X_test.shape and np.array_equal(x_va, ds.X_test, equal_nan=True):
-        keep, held = data.stratified_split(y_tr, args.val_fraction, args.seed)   # deviation 8
-        x_tr, y_tr, x_va, y_va = x_tr[keep], y_tr[keep], x_tr[held], y_tr[held]
-        note = "val split == test split in this release: validation carved from train instead"
     if ds.length < MIN_LENGTH:
         raise UserError(f"{ds.name}: series of length {ds.length} are too short; the ResNet-18-1D "
                         f"encoder halves the length four times and needs at least {MIN_LENGTH} steps")
@@ -667,7 +662,7 @@ def prepare(args: Args):
         raise UserError(f"{ds.name}: {len(x_tr)} training and {len(x_va)} validation series; fine-tuning "
                         "needs at least 2 and 1 (raise --val-fraction if the validation split is empty)")
     return (ds.name, minmax(x_tr), y_tr, minmax(x_va), y_va, minmax(ds.X_test), ds.y_test,
-            ds.n_classes, note)
+            ds.n_classes)
 
 
 def main(args: Args) -> dict:
@@ -676,14 +671,14 @@ def main(args: Args) -> dict:
     set_seed(args.seed)
     device = get_device(args.device)
     resolve(args, "")                                         # flag checks before loading anything
-    name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, note = prepare(args)
+    name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes = prepare(args)
     args = resolve(args, name)
     lab = label_subset(y_tr, args.label_fraction, args.seed)
     method = METHOD if args.views == "leaves" else f"{METHOD}_{args.views}"
     print(f"[{METHOD}] {name} seed={args.seed} device={device} views={args.views} preset={args.preset} "
           f"tau={args.temperature} M={args.mixtures} | x (N, C, T) = ({len(x_tr) + len(x_va)}, "
           f"{x_tr.shape[1]}, {x_tr.shape[2]}) train+val, {len(x_te)} test, {n_classes} classes, "
-          f"{len(lab)} labelled" + (f" | {note}" if note else ""))
+          f"{len(lab)} labelled")
 
     ev, history, stats = {}, [], {"train_time_s": 0.0}
     run_dir = make_run_dir(args.out_dir, name, method, args.seed)
@@ -730,7 +725,7 @@ def main(args: Args) -> dict:
         line += f" | random-init encoder probe acc {100 * ev['random_init_probe_accuracy']:.1f}"
     print(line)
     res = write_results(run_dir, method, name, args.seed, args, history, ev, stats["train_time_s"],
-                        device, extra={"train": stats, "note": note, "n_labelled": int(len(lab))})
+                        device, extra={"train": stats, "n_labelled": int(len(lab))})
     print(f"saved {run_dir / 'results.json'}")
     res["run_dir"] = str(run_dir)
     return res
