@@ -1377,9 +1377,10 @@ def sleep_epoch_labels(annotations: list, n_epochs: int, epoch: float = 30.0) ->
     return lab
 
 
-def sleep_keep(labels: np.ndarray, edge: int = SLEEP_WAKE_EDGE) -> np.ndarray:
+def sleep_keep(labels: np.ndarray, edge: int | None = None) -> np.ndarray:
     """Indices of the epochs kept: from `edge` epochs before the first sleep epoch to `edge` after
     the last (the wake-trimming of DeepSleepNet/TinySleepNet), scored epochs only."""
+    edge = SLEEP_WAKE_EDGE if edge is None else edge
     sleep = np.flatnonzero(np.isin(labels, ["N1", "N2", "N3", "REM"]))
     if len(sleep) == 0:
         return np.zeros(0, dtype=np.int64)

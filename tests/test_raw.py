@@ -220,3 +220,323 @@ def test_subject_holdout_is_seeded_and_never_takes_everyone():
     a, b = data._subject_holdout(subs, 0.2, 0), data._subject_holdout(subs, 0.2, 0)
     assert a == b and len(a) == 2 and a <= set(subs)
     assert len(data._subject_holdout(subs[:2], 0.9, 1)) == 1 and data._subject_holdout(subs, 0.0, 0) == set()
+
+
+# --------------------------------------------------------------------------- miniature archives, loopback mirror
+class Server:
+    """Serves a folder laid out as <host>/<path> on 127.0.0.1 (the layout TS_DATA_MIRROR expects)."""
+
+    def __init__(self, root: Path):
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+        handler = functools.partial(Quiet, directory=str(root))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """(root folder to fill, start() -> Server); the cache is tmp_path/cache (conftest)."""
+    root = tmp_path / "site"
+    root.mkdir()
+    servers = []
+    monkeypatch.setattr(data, "BACKOFF", 0.0)
+    monkeypatch.setattr(data, "TIMEOUT", (2.0, 2.0))
+
+    def start():
+        s = Server(root)
+        servers.append(s)
+        monkeypatch.setenv("TS_DATA_MIRROR", s.url)
+        return s
+    yield root, start
+    for s in servers:
+        s.close()
+
+
+def _physionet_db(root: Path, db: str, version: str) -> Path:
+    d = root / "physionet.org" / "files" / db / version
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _write_listing(d: Path) -> None:
+    """PhysioNet's SHA256SUMS.txt for every file in the database folder."""
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.relative_to(d).as_posix()}"
+             for p in sorted(d.rglob("*")) if p.is_file() and p.name != "SHA256SUMS.txt"]
+    (d / "SHA256SUMS.txt").write_text("\n".join(lines) + "\n")
+
+
+def _assert_subject_wise(ds):
+    sets = {k: set(v.tolist()) for k, v in ds.subjects.items()}
+    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert all(len(ds.subjects[k]) == n for k, n in (("train", len(ds.X_train)), ("val", len(ds.X_val)), ("test", len(ds.X_test))))
+
+
+def test_apnea_ecg_end_to_end(site, monkeypatch):
+    wfdb = pytest.importorskip("wfdb")
+    root, start = site
+    d = _physionet_db(root, "apnea-ecg", "1.0.0")
+    monkeypatch.setattr(data, "APNEA_TRAIN", ["a01", "b01", "c01"])
+    monkeypatch.setattr(data, "APNEA_TEST", ["x01", "x02"])
+    truth = {}
+    for k, rec in enumerate(["a01", "b01", "c01", "x01", "x02"]):
+        minutes = 4 + k
+        sig = (np.repeat(np.arange(minutes), 6000) * 10 + 100 * k)[:, None]    # minute m of record k: 10 m + 100 k
+        sig = np.concatenate([sig, sig[:3000]])                                # half a minute more: no label window
+        wfdb.wrsamp(rec, fs=100, units=["mV"], sig_name=["ECG"], d_signal=sig.astype(np.int16), fmt=["16"],
+                    adc_gain=[200.0], baseline=[0], write_dir=str(d))
+        syms = ["A" if (m + k) % 3 == 0 else "N" for m in range(minutes + 1)]
+        wfdb.wrann(rec, "apn", np.arange(minutes + 1) * 6000, symbol=syms, write_dir=str(d))
+        truth[rec] = syms[:minutes]
+    (d / "a01.qrs").write_bytes(b"\0\0")                                      # other files are not fetched
+    _write_listing(d)
+    server = start()
+    ds = data.load_dataset("Apnea-ECG", val_fraction=0.34, seed=0)
+    assert ds.X_train.shape[1:] == (1, 6000) and ds.class_names == ["apnea", "normal"]
+    assert len(ds.X_test) == 7 + 8 and set(ds.subjects["test"]) == {"x01", "x02"}
+    assert len(set(ds.subjects["val"])) == 1 and set(ds.subjects["val"]) | set(ds.subjects["train"]) == {"a01", "b01", "c01"}
+    _assert_subject_wise(ds)
+    for split in ("train", "val", "test"):                 # every window is its minute, with its minute's label
+        X, y, subj = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}"), ds.subjects[split]
+        for x, lab, rec in zip(X, y, subj):
+            k = ["a01", "b01", "c01", "x01", "x02"].index(rec)
+            m = int(round((x[0, 0] * 200 - 100 * k) / 10))
+            assert np.all(x == x[0, 0]) and ds.class_names[lab] == ("apnea" if truth[rec][m] == "A" else "normal")
+    assert not (Path(data.data_home()) / "raw/Apnea-ECG/a01.qrs").exists()
+    server.close()                                          # second load: from the cache, no network
+    again = data.load_dataset("Apnea-ECG", val_fraction=0.34, seed=0)
+    assert np.array_equal(again.X_test, ds.X_test, equal_nan=True)
+
+
+def test_afdb_recordings_end_to_end(site, monkeypatch):
+    wfdb = pytest.importorskip("wfdb")
+    root, start = site
+    d = _physionet_db(root, "afdb", "1.0.0")
+    recs = ["04015", "04043", "04048", "04126", "04746"]
+    monkeypatch.setattr(data, "AFDB_RECORDS", recs)
+    rng = np.random.default_rng(0)
+    for rec in recs:
+        sig = rng.integers(-2000, 2000, size=(2500, 2)).astype(np.int16)
+        wfdb.wrsamp(rec, fs=250, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], d_signal=sig, fmt=["212", "212"],
+                    adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(d))
+        wfdb.wrann(rec, "atr", np.array([10, 1000, 2000]), symbol=["+", "+", "+"], aux_note=["(N", "(AFIB", "(AFL"],
+                   write_dir=str(d))
+    _write_listing(d)
+    start()
+    r = data.load_recordings("AFDB", test_fraction=0.2, val_fraction=0.25, seed=1)
+    assert (r.fs, r.channel_names, r.class_names) == (250.0, ["ECG1", "ECG2"], ["AFIB", "AFL", "J", "N"])
+    assert [x.subject for x in r.test] == ["04746"] and len(r.val) == 1 and len(r.train) == 3
+    assert not {x.subject for x in r.train} & {x.subject for x in r.val}
+    x = r.train[0]
+    ref = wfdb.rdrecord(str(d / x.subject))
+    np.testing.assert_allclose(x.signals, ref.p_signal.T, atol=1e-6)
+    assert (x.labels[:10] == -1).all() and (x.labels[10:1000] == 3).all() and (x.labels[1000:2000] == 0).all()
+    assert (x.labels[2000:] == 1).all()
+    with pytest.raises(UserError, match="load_recordings"):
+        data.load_dataset("AFDB")
+
+
+def _harth_csv(n: int, seed: int, extra_index: bool) -> tuple[str, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sig = rng.normal(0, 1, (n, 6)).round(6)
+    codes = np.array([1, 2, 3, 4, 5, 6, 7, 8, 13, 14, 130, 140])[np.arange(n) // 10 % 12]
+    head = ("," if extra_index else "") + "timestamp,back_x,back_y,back_z,thigh_x,thigh_y,thigh_z,label"
+    rows = [(f"{i}," if extra_index else "") + f"2019-01-12 00:00:{i / 50:06.3f}," + ",".join(f"{v:.6f}" for v in s) + f",{c}"
+            for i, (s, c) in enumerate(zip(sig, codes))]
+    return head + "\n" + "\n".join(rows) + "\n", sig, codes
+
+
+def test_harth_recordings_end_to_end(site):
+    root, start = site
+    subjects = ["S006", "S008", "S009", "S010", "S012"]
+    truth, files = {}, {}
+    for k, s in enumerate(subjects):
+        text, sig, codes = _harth_csv(150 + 10 * k, k, extra_index=(k == 2))
+        files[f"harth/{s}.csv"] = text
+        truth[s] = (sig, codes)
+    z = root / "archive.ics.uci.edu/static/public/779/harth.zip"
+    z.parent.mkdir(parents=True)
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    server = start()
+    r = data.load_recordings("HARTH", seed=0)
+    assert (r.fs, len(r.class_names), r.channel_names[3]) == (50.0, 12, "thigh_x")
+    assert [x.subject for x in r.train] == subjects[:4] and [x.subject for x in r.test] == ["S012"] and r.val == []
+    for x in r.train + r.test:
+        sig, codes = truth[x.subject]
+        np.testing.assert_allclose(x.signals, sig.T, atol=1e-6)
+        assert x.labels.tolist() == [list(data.HARTH_CODES).index(c) for c in codes]
+    server.close()
+    assert len(data.load_recordings("HARTH").train) == 4          # offline, from the extracted files
+    with pytest.raises(UserError, match="load_recordings"):
+        data.load_dataset("HARTH")
+
+
+def test_sleep_edf_end_to_end(site, monkeypatch):
+    pytest.importorskip("edfio")
+    root, start = site
+    d = _physionet_db(root, "sleep-edfx", "1.0.0")
+    (d / "sleep-cassette").mkdir()
+    monkeypatch.setattr(data, "SLEEP_WAKE_EDGE", 2)
+    stages = ["Sleep stage W"] * 5 + ["Sleep stage 1", "Sleep stage 2", "Sleep stage 3", "Sleep stage 4",
+                                      "Movement time", "Sleep stage R", "Sleep stage 2"] + ["Sleep stage W"] * 4
+    expect = ["W", "W", "N1", "N2", "N3", "N3", "REM", "N2", "W", "W"]        # 2 wake epochs each side, no movement
+    nights = [("00", "1", "C"), ("00", "2", "C"), ("01", "1", "H"), ("02", "1", "J"), ("03", "1", "C"), ("21", "1", "C")]
+    for ss, n, letter in nights:
+        ne = len(stages)
+        eeg = np.repeat(np.arange(ne, dtype=np.float64), 3000) + int(ss)          # epoch e of subject s: e + s
+        base = f"sleep-cassette/SC4{ss}{n}E"
+        _write_edf(d / f"{base}0-PSG.edf", {"EEG Fpz-Cz": eeg, "EEG Pz-Oz": -eeg, "Event marker": np.zeros(30 * ne)},
+                   {"EEG Fpz-Cz": 100, "EEG Pz-Oz": 100, "Event marker": 1}, record=30.0, prange=(-100.0, 100.0))
+        ann = [(30.0 * i, 30.0, s) for i, s in enumerate(stages)] + [(30.0 * ne, 600.0, "Sleep stage ?")]
+        _write_edf(d / f"{base}{letter}-Hypnogram.edf", {}, {}, ann)
+    _write_listing(d)
+    start()
+    ds = data.load_dataset("Sleep-EDF", val_fraction=0.34, seed=0)
+    assert ds.X_train.shape[1:] == (1, 3000) and sorted(ds.class_names) == ["N1", "N2", "N3", "REM", "W"]
+    assert set(ds.subjects["test"]) == {"03"} and "21" not in set(np.concatenate(list(ds.subjects.values())))
+    _assert_subject_wise(ds)
+    assert len(ds.X_train) + len(ds.X_val) + len(ds.X_test) == 5 * len(expect)
+    for split in ("train", "val", "test"):
+        X, y, subj = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}"), ds.subjects[split]
+        step = 200 / 65535
+        epochs = np.round(X[:, 0, 0] - subj.astype(int)).astype(int)
+        assert np.all(np.abs(X[:, 0, :] - X[:, 0, :1]) <= step)
+        assert [ds.class_names[v] for v in y] == [expect[[3, 4, 5, 6, 7, 8, 10, 11, 12, 13].index(e)] for e in epochs]
+
+
+def test_ptbxl_end_to_end(site):
+    wfdb = pytest.importorskip("wfdb")
+    root, start = site
+    d = _physionet_db(root, "ptb-xl", "1.0.2")
+    (d / "scp_statements.csv").write_text(
+        ",description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\n"
+        "NORM,normal ECG,1.0,,,NORM,NORM\nIMI,inferior MI,1.0,,,MI,IMI\nNDT,non-diagnostic T,1.0,,,STTC,STTC\n"
+        "LVH,left ventricular hypertrophy,1.0,,,HYP,LVH\nCLBBB,complete LBBB,1.0,,,CD,CLBBB\nSR,sinus rhythm,,,1.0,,\n")
+    rows = ["ecg_id,patient_id,age,sex,scp_codes,strat_fold,filename_lr,filename_hr"]
+    codes = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 15.0}", "{'NDT': 100.0}", "{'LVH': 50.0, 'SR': 0.0}",
+             "{'CLBBB': 100.0}", "{'NORM': 80.0, 'NDT': 20.0}", "{'SR': 0.0}"]
+    expected = {}
+    for i in range(1, 31):
+        fold, patient = (i - 1) % 10 + 1, 1000 + (i - 1) % 10 * 3 + (i % 2)   # each patient in one fold
+        c = codes[i % len(codes)]
+        fname = f"records100/00000/{i:05d}_lr"
+        rows.append(f'{i},{patient}.0,50,1,"{c}",{fold},{fname},records500/00000/{i:05d}_hr')
+        sig = np.full((1000, 12), i, dtype=np.int16) + np.arange(12, dtype=np.int16)
+        (d / "records100/00000").mkdir(parents=True, exist_ok=True)
+        wfdb.wrsamp(f"{i:05d}_lr", fs=100, units=["mV"] * 12, d_signal=sig, fmt=["16"] * 12, adc_gain=[1000.0] * 12,
+                    baseline=[0] * 12, sig_name=["I", "II", "III", "AVR", "AVL", "AVF"] + [f"V{k}" for k in range(1, 7)],
+                    write_dir=str(d / "records100/00000"))
+        cls = {"NORM", "MI", "STTC", "HYP", "CD"} & {"NORM" if "NORM" in c else "", "MI" if "IMI" in c else "",
+                                                     "STTC" if "NDT" in c else "", "HYP" if "LVH" in c else "", "CD" if "CLBBB" in c else ""}
+        if len(cls) == 1:
+            expected[i] = (cls.pop(), fold, str(patient))
+    (d / "ptbxl_database.csv").write_text("\n".join(rows) + "\n")
+    _write_listing(d)
+    start()
+    ds = data.load_dataset("PTB-XL")
+    assert ds.X_train.shape[1:] == (12, 1000)
+    got = {}
+    for split, folds in (("train", range(1, 9)), ("val", [9]), ("test", [10])):
+        X, y = getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
+        for x, lab, p in zip(X, y, ds.subjects[split]):
+            i = int(round(x[0, 0] * 1000))
+            np.testing.assert_allclose(x[:, 0], (i + np.arange(12)) / 1000, atol=1e-6)
+            got[i] = (ds.class_names[lab], expected[i][1], p)
+            assert expected[i][1] in folds
+    assert got == expected                                  # every single-label record once, none other
+    _assert_subject_wise(ds)
+    recs = Path(data.data_home()) / "raw/PTB-XL/records100/00000"
+    assert not (recs / "00006_lr.dat").exists() and not (recs / "00005_lr.hea").exists()  # SR only; two classes
+    assert len(list(recs.glob("*.dat"))) == len(expected)
+
+
+def _pamap2_subject(seed: int) -> tuple[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    acts = np.array([0] * 50 + [1] * 1400 + [0] * 30 + [4] * 1000 + [9] * 1200 + [24] * 1300)
+    a = np.column_stack([np.arange(len(acts)) / 100, acts, rng.normal(100, 5, len(acts)), rng.normal(0, 1, (len(acts), 51))])
+    a[np.arange(len(acts)) % 11 != 0, 2] = np.nan                           # heart rate at ~9 Hz
+    a[5:8, 10] = np.nan                                                    # dropped IMU samples
+    buf = io.StringIO()
+    np.savetxt(buf, a, fmt="%.6f", delimiter=" ")
+    text = buf.getvalue().replace("nan", "NaN")                           # PAMAP2 writes NaN
+    return text, a
+
+
+def test_pamap2_end_to_end(site):
+    root, start = site
+    inner = io.BytesIO()
+    truth = {}
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, s in enumerate(["101", "102", "105", "106"]):
+            text, a = _pamap2_subject(k)
+            truth[s] = a
+            zf.writestr(f"PAMAP2_Dataset/Protocol/subject{s}.dat", text)
+            zf.writestr(f"PAMAP2_Dataset/Optional/subject{s}.dat", "1 2 3\n")   # never read
+    z = root / "archive.ics.uci.edu/static/public/231/pamap2+physical+activity+monitoring.zip"
+    z.parent.mkdir(parents=True)
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("PAMAP2_Dataset.zip", inner.getvalue())
+        zf.writestr("readme.pdf", b"%PDF")
+    start()
+    ds = data.load_dataset("PAMAP2")
+    assert ds.X_train.shape[1:] == (52, 1000) and ds.class_names == sorted(["lying", "walking", "rope jumping"])
+    assert set(ds.subjects["val"]) == {"105"} and set(ds.subjects["test"]) == {"106"}
+    _assert_subject_wise(ds)
+    # 1400 lying -> starts 0,300 (2 windows); 1000 walking -> 1; 1200 activity 9 -> none (not protocol); 1300 rope -> 2
+    assert len(ds.X_train) == 2 * 5 and len(ds.X_test) == 5
+    a = truth["106"]
+    hr = data.interpolate_nans(a[:, 2:])
+    np.testing.assert_allclose(ds.X_test[0], hr[50:1050].T, rtol=1e-6, atol=1e-5)   # first lying window
+    np.testing.assert_allclose(ds.X_test[2], hr[1480:2480].T, rtol=1e-6, atol=1e-5)  # the walking window
+    assert [ds.class_names[v] for v in ds.y_test] == ["lying", "lying", "walking", "rope jumping", "rope jumping"]
+    assert not np.isnan(ds.X_test).any()
+
+
+# --------------------------------------------------------------------------- failures end in one clear message
+def test_unreachable_host_names_the_url_and_the_folder(site):
+    root, start = site
+    server = start()
+    server.close()                                          # nothing listens there any more
+    with pytest.raises(data.DownloadError) as e:
+        data.load_dataset("Apnea-ECG")
+    msg = str(e.value)
+    assert "https://physionet.org/files/apnea-ecg/1.0.0/SHA256SUMS.txt" in msg
+    assert str(Path(data.data_home()) / "raw" / "Apnea-ECG") in msg
+    with pytest.raises(data.DownloadError, match="harth.zip"):
+        data.load_recordings("HARTH")
+
+
+def test_file_that_differs_from_the_listing_is_removed(site, monkeypatch):
+    wfdb = pytest.importorskip("wfdb")
+    root, start = site
+    d = _physionet_db(root, "afdb", "1.0.0")
+    monkeypatch.setattr(data, "AFDB_RECORDS", ["04015", "04043"])
+    for rec in ["04015", "04043"]:
+        wfdb.wrsamp(rec, fs=250, units=["mV"] * 2, sig_name=["a", "b"], d_signal=np.zeros((100, 2), np.int16),
+                    fmt=["212"] * 2, adc_gain=[200.0] * 2, baseline=[0] * 2, write_dir=str(d))
+        wfdb.wrann(rec, "atr", np.array([0]), symbol=["+"], aux_note=["(N"], write_dir=str(d))
+    _write_listing(d)
+    (d / "04043.dat").write_bytes(b"\1" * 300)              # the server now sends other bytes
+    start()
+    with pytest.raises(data.DownloadError, match="SHA-256"):
+        data.load_recordings("AFDB")
+    assert not (Path(data.data_home()) / "raw/AFDB/04043.dat").exists()
+
+
+def test_files_placed_by_hand_are_used_without_network(tmp_path, monkeypatch):
+    """HARTH CSVs put straight into the folder: no download, no listing needed."""
+    folder = Path(data.data_home()) / "raw" / "HARTH"
+    folder.mkdir(parents=True)
+    for k, s in enumerate(["S006", "S007"]):
+        (folder / f"{s}.csv").write_text(_harth_csv(40, k, False)[0])
+    monkeypatch.setenv("TS_DATA_MIRROR", "http://127.0.0.1:9")      # would fail if anything were fetched
+    r = data.load_recordings("HARTH")
+    assert [x.subject for x in r.train + r.test] == ["S006", "S007"]
