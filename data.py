@@ -156,6 +156,7 @@ class Dataset:
     class_names: list = field(default_factory=list)   # original label strings, index = class id
     task: str = "classification"                       # or "regression" (TSER: y = -1, targets kept)
     targets: dict = field(default_factory=dict)        # regression targets per split, float64
+    subjects: dict = field(default_factory=dict)       # raw recordings: subject of every series, per split
 
     @property
     def n_classes(self) -> int:
@@ -1225,10 +1226,16 @@ def _fetch_physionet(name: str, db: str, version: str, folder: Path, paths: list
         quiet = len(missing) > 10           # many small files: one progress line, not one per file
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             with concurrent.futures.ThreadPoolExecutor(max_workers=8 if quiet else 1) as pool:
-                for k, fut in enumerate(concurrent.futures.as_completed([pool.submit(one, p) for p in missing]), 1):
-                    fut.result()
-                    if quiet and (k % 200 == 0 or k == len(missing)):
-                        print(f"  {name}: {k}/{len(missing)} files", file=err, flush=True)
+                futs = [pool.submit(one, p) for p in missing]
+                try:
+                    for k, fut in enumerate(concurrent.futures.as_completed(futs), 1):
+                        fut.result()
+                        if quiet and (k % 200 == 0 or k == len(missing)):
+                            print(f"  {name}: {k}/{len(missing)} files", file=err, flush=True)
+                except BaseException:
+                    for f in futs:                 # first failure: do not start the rest
+                        f.cancel()
+                    raise
 
 
 def _extract_matching(zpath: Path, member_re: re.Pattern, out_dir: Path, depth: int = 0) -> int:
@@ -1317,8 +1324,7 @@ def _windowed(name, parts: dict, seed: int) -> Dataset:
         raise UserError(f"{name}: the validation split is empty (too few training subjects); "
                         "use val_fraction > 0 and at least two training subjects.")
     ds = _assemble(name, Xtr, ytr, Xte, yte, Xva, yva, seed=seed)
-    ds.subjects = {k: np.asarray(v[2]) for k, v in parts.items()}   # subject of every window, per split
-    return ds
+    return replace(ds, subjects={k: np.asarray(v[2]) for k, v in parts.items()})
 
 
 def _split_by_subject(X, y, subj, val_subjects: set, test_subjects: set) -> dict:
@@ -1405,7 +1411,8 @@ def load_sleep_edf(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Data
     if local and not (folder / "SHA256SUMS.txt").exists():
         nights = pairs(local)                          # placed by hand: used as they are
     else:                                              # the listing names the nights and hypnograms
-        nights = pairs(list(_physionet_listing("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder)))
+        with _locked(folder):
+            nights = pairs(list(_physionet_listing("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder)))
         _fetch_physionet("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder, [p for v in nights.values() for p in v])
     if not nights:
         raise UserError(f"Sleep-EDF: no sleep-cassette PSG/hypnogram pairs of subjects 0-{SLEEP_EDF_SUBJECTS - 1} "
@@ -1571,6 +1578,16 @@ def read_harth_csv(path) -> tuple[np.ndarray, np.ndarray]:
     want = ["back_x", "back_y", "back_z", "thigh_x", "thigh_y", "thigh_z", "label"]
     if not set(want) <= set(cols):
         raise UserError(f"{path}: expected columns {want}, found {cols}")
+    if "timestamp" in cols:                    # the loaders assume 50 Hz: check the first 200 time stamps
+        import datetime
+        import itertools
+        with open(path, encoding="utf-8") as fh:
+            stamps = [datetime.datetime.fromisoformat(ln.split(",")[cols.index("timestamp")].strip().strip('"'))
+                      for ln in itertools.islice(fh, 1, 201) if ln.strip()]
+        if len(stamps) > 2:
+            step = float(np.median(np.diff([t.timestamp() for t in stamps])))
+            if abs(step - 0.02) > 0.002:
+                raise UserError(f"{path}: samples are {step * 1000:.1f} ms apart; HARTH is 50 Hz (20 ms)")
     a = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[cols.index(c) for c in want], dtype=np.float64, ndmin=2)
     return a[:, :6].T.astype(np.float32), a[:, 6].astype(np.int64)
 
