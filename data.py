@@ -1138,6 +1138,9 @@ def read_edf(path, channels=None) -> EdfFile:
         if not is_ann[i]:
             fs[lb] = nspr[i] / rec_dur if rec_dur > 0 else float("nan")
             units[lb] = dims[i]
+    if want and head[192:197] == b"EDF+D":
+        raise UserError(f"{path} is discontinuous EDF+ (EDF+D): its records are not back to back, so its "
+                        "signals cannot be read as one series here; only its annotations can (channels=[]).")
     for lb in want:
         i = low.get(lb.lower())
         if i is None or is_ann[i]:
