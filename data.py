@@ -1330,13 +1330,20 @@ def _windowed(name, parts: dict, seed: int) -> Dataset:
     return replace(ds, subjects={k: np.asarray(v[2]) for k, v in parts.items()})
 
 
-def _split_by_subject(X, y, subj, val_subjects: set, test_subjects: set) -> dict:
-    subj = np.asarray(subj)
+def _split_blocks(blocks: list, val_subjects: set, test_subjects: set) -> dict:
+    """blocks: [(X (k, C, L), labels (k,), subject)], one per recording. Returns split -> (X, labels,
+    subject per window). The list is emptied as the splits are built, so the windows are held
+    about once, not twice, in memory."""
+    shape = blocks[0][0].shape[1:]
+    side = lambda s: "test" if s in test_subjects else "val" if s in val_subjects else "train"  # noqa: E731
     out = {}
-    for split, mask in (("train", ~np.isin(subj, list(val_subjects | test_subjects))),
-                        ("val", np.isin(subj, list(val_subjects))), ("test", np.isin(subj, list(test_subjects)))):
-        idx = np.flatnonzero(mask)
-        out[split] = (X[idx], np.asarray(y, dtype=object)[idx], subj[idx])
+    for split in ("test", "val", "train"):
+        mine = [b for b in blocks if side(b[2]) == split]
+        blocks[:] = [b for b in blocks if side(b[2]) != split]
+        X = np.concatenate([b[0] for b in mine]) if mine else np.zeros((0,) + shape, np.float32)
+        y = np.array([v for b in mine for v in b[1]], dtype=object)
+        out[split] = (X, y, np.array([b[2] for b in mine for _ in range(len(b[0]))], dtype=str))
+        del mine
     return out
 
 
@@ -1361,14 +1368,13 @@ def load_apnea_ecg(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Data
     recs = APNEA_TRAIN + APNEA_TEST
     _fetch_physionet("Apnea-ECG", "apnea-ecg", APNEA_VERSION, folder,
                      [f"{r}.{e}" for r in recs for e in ("hea", "dat", "apn")])
-    Xs, ys, ss = [], [], []
+    blocks = []
     for r in recs:
         sig, h = read_wfdb(folder / r)
         X, y = apnea_windows(sig[0], read_wfdb_annotations(folder / f"{r}.apn"), h.fs)
-        Xs.append(X), ys.extend(y), ss.extend([r] * len(y))
-    X = np.concatenate(Xs)
+        blocks.append((X, y, r))
     val = _subject_holdout(APNEA_TRAIN, val_fraction, seed)
-    return _windowed("Apnea-ECG", _split_by_subject(X, ys, ss, val, set(APNEA_TEST)), seed)
+    return _windowed("Apnea-ECG", _split_blocks(blocks, val, set(APNEA_TEST)), seed)
 
 
 # --------------------------------------------------------------------------- Sleep-EDF (LEAVES)
@@ -1420,7 +1426,7 @@ def load_sleep_edf(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Data
     if not nights:
         raise UserError(f"Sleep-EDF: no sleep-cassette PSG/hypnogram pairs of subjects 0-{SLEEP_EDF_SUBJECTS - 1} "
                         f"found in {folder}")
-    Xs, ys, ss = [], [], []
+    blocks = []
     for (subj, _night), (psg, hypno) in nights.items():
         edf = read_edf(folder / psg, ["EEG Fpz-Cz"])
         label = next(iter(edf.signals))
@@ -1430,14 +1436,12 @@ def load_sleep_edf(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Data
         n_ep = len(sig) // 3000
         lab = sleep_epoch_labels(read_edf(folder / hypno, []).annotations, n_ep)
         keep = sleep_keep(lab)
-        Xs.append(sig[: n_ep * 3000].reshape(n_ep, 1, 3000)[keep].astype(np.float32))
-        ys.extend(lab[keep].tolist()), ss.extend([subj] * len(keep))
-    X = np.concatenate(Xs)
-    subs = sorted(set(ss))
+        blocks.append((sig[: n_ep * 3000].reshape(n_ep, 1, 3000)[keep].astype(np.float32), lab[keep].tolist(), subj))
+    subs = sorted({b[2] for b in blocks})
     n_test = max(1, int(round(SLEEP_EDF_TEST_FRACTION * len(subs))))
     test = set(subs[-n_test:])
     val = _subject_holdout([s for s in subs if s not in test], val_fraction, seed)
-    return _windowed("Sleep-EDF", _split_by_subject(X, ys, ss, val, test), seed)
+    return _windowed("Sleep-EDF", _split_blocks(blocks, val, test), seed)
 
 
 # --------------------------------------------------------------------------- PTB-XL (LEAVES)
@@ -1470,14 +1474,20 @@ def load_ptbxl(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
         if len(classes) == 1:
             recs.append((r["filename_lr"], classes[0], str(int(float(r["patient_id"]))), int(r["strat_fold"])))
     _fetch_physionet("PTB-XL", "ptb-xl", PTBXL_VERSION, folder, [f"{f}.{e}" for f, *_ in recs for e in ("hea", "dat")])
-    X = np.stack([read_wfdb(folder / f)[0] for f, *_ in recs])
-    y = [c for _, c, _, _ in recs]
-    patients = np.array([p for _, _, p, _ in recs])
-    fold = np.array([k for *_, k in recs])
-    parts = {}
-    for split, mask in (("train", fold <= 8), ("val", fold == 9), ("test", fold == 10)):
-        idx = np.flatnonzero(mask)
-        parts[split] = (X[idx], np.asarray(y, dtype=object)[idx], patients[idx])
+    split_of = lambda fold: "train" if fold <= 8 else "val" if fold == 9 else "test"   # noqa: E731
+    recs.sort(key=lambda r: ["train", "val", "test"].index(split_of(r[3])))           # splits become slices
+    X = np.empty((len(recs), 12, 1000), dtype=np.float32)
+    for i, (f, *_) in enumerate(recs):
+        x, _ = read_wfdb(folder / f)
+        if x.shape != X.shape[1:]:
+            raise UserError(f"PTB-XL {f}: shape {x.shape}, expected 12 leads x 1000 samples (10 s at 100 Hz)")
+        X[i] = x
+    parts, at = {}, 0
+    for split in ("train", "val", "test"):
+        mine = [r for r in recs if split_of(r[3]) == split]
+        parts[split] = (X[at:at + len(mine)], np.array([r[1] for r in mine], dtype=object),
+                        np.array([r[2] for r in mine], dtype=str))
+        at += len(mine)
     return _windowed("PTB-XL", parts, seed)
 
 
@@ -1522,19 +1532,18 @@ def load_pamap2(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset
     activities. Subject 105 is validation, 106 test, the rest train (val_fraction is not used)."""
     folder = home / "raw" / "PAMAP2"
     files = _fetch_zip_members("PAMAP2", PAMAP2_URL, folder, r"(^|/)Protocol/subject1\d\d\.dat$", r"subject1\d\d\.dat")
-    Xs, ys, ss = [], [], []
+    blocks = []
     for f in files:
         a = read_uci_text(f, 54)
         act = a[:, 1].astype(np.int64)
         sig = interpolate_nans(a[:, 2:]).T.astype(np.float32)        # (52, T)
+        del a
         act = np.where(np.isin(act, list(PAMAP2_ACTIVITIES)), act, 0)
         st = activity_windows(act, 1000, 300)
         st = st[act[st] != 0]
-        Xs.append(np.stack([sig[:, s:s + 1000] for s in st]) if len(st) else np.zeros((0, 52, 1000), np.float32))
-        ys.extend(PAMAP2_ACTIVITIES[int(act[s])] for s in st)
-        ss.extend([f.stem[-3:]] * len(st))
-    X = np.concatenate(Xs)
-    return _windowed("PAMAP2", _split_by_subject(X, ys, ss, {PAMAP2_VAL}, {PAMAP2_TEST}), seed)
+        X = np.stack([sig[:, s:s + 1000] for s in st]) if len(st) else np.zeros((0, 52, 1000), np.float32)
+        blocks.append((X, [PAMAP2_ACTIVITIES[int(act[s])] for s in st], f.stem[-3:]))
+    return _windowed("PAMAP2", _split_blocks(blocks, {PAMAP2_VAL}, {PAMAP2_TEST}), seed)
 
 
 # --------------------------------------------------------------------------- continuous recordings (DynaCL)
