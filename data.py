@@ -926,6 +926,13 @@ def read_wfdb_header(path) -> WfdbHeader:
     written as 0), baseline = adczero.
     """
     path = Path(path)
+    try:
+        return _read_wfdb_header(path)
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{path}: malformed WFDB header ({e})") from None
+
+
+def _read_wfdb_header(path: Path) -> WfdbHeader:
     lines = [ln.strip() for ln in path.read_text(encoding="latin-1").splitlines()]
     comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#")]
     body = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -1106,10 +1113,17 @@ def read_edf(path, channels=None) -> EdfFile:
     path = Path(path)
     with open(path, "rb") as fh:
         head = fh.read(256)
-        if len(head) < 256 or not head[:8].strip().isdigit():
+        if len(head) < 256 or not head[:8].strip().isdigit() or not head[252:256].strip().isdigit():
             raise UserError(f"{path} is not an EDF file (bad 256-byte header)")
         ns = int(head[252:256])
         sh = fh.read(256 * ns)
+    try:
+        return _read_edf(path, head, sh, ns, channels)
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{path}: malformed EDF header or data ({e}); is the file complete?") from None
+
+
+def _read_edf(path: Path, head: bytes, sh: bytes, ns: int, channels) -> EdfFile:
     hdr_bytes = int(head[184:192])
     n_rec = int(head[236:244])
     rec_dur = float(head[244:252])
@@ -1466,8 +1480,11 @@ def load_ptbxl(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
     diag = {r[0]: r[col["diagnostic_class"]] for r in rows[1:]
             if r[col["diagnostic"]].strip() not in ("", "0", "0.0") and r[col["diagnostic_class"]] in PTBXL_SUPERCLASSES}
     with open(folder / "ptbxl_database.csv", newline="", encoding="utf-8") as fh:
-        rd = csv.DictReader(fh)
-        db = list(rd)
+        db = list(csv.DictReader(fh))
+    need = {"scp_codes", "patient_id", "strat_fold", "filename_lr"}
+    if not db or not need <= set(db[0]) or not {"diagnostic", "diagnostic_class"} <= set(col):
+        raise UserError(f"PTB-XL: {folder}/ptbxl_database.csv needs columns {sorted(need)} and scp_statements.csv "
+                        "the columns diagnostic, diagnostic_class; are these the PhysioNet files?")
     recs = []
     for r in db:
         classes = ptbxl_superclasses(ast.literal_eval(r["scp_codes"]), diag)
@@ -1600,7 +1617,10 @@ def read_harth_csv(path) -> tuple[np.ndarray, np.ndarray]:
             step = float(np.median(np.diff([t.timestamp() for t in stamps])))
             if abs(step - 0.02) > 0.002:
                 raise UserError(f"{path}: samples are {step * 1000:.1f} ms apart; HARTH is 50 Hz (20 ms)")
-    a = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[cols.index(c) for c in want], dtype=np.float64, ndmin=2)
+    try:
+        a = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[cols.index(c) for c in want], dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise UserError(f"{path}: cannot read the values ({e})") from None
     return a[:, :6].T.astype(np.float32), a[:, 6].astype(np.int64)
 
 

@@ -540,3 +540,16 @@ def test_files_placed_by_hand_are_used_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TS_DATA_MIRROR", "http://127.0.0.1:9")      # would fail if anything were fetched
     r = data.load_recordings("HARTH")
     assert [x.subject for x in r.train + r.test] == ["S006", "S007"]
+
+
+def test_malformed_files_are_user_errors_not_tracebacks(tmp_path):
+    (tmp_path / "r.hea").write_text("r two 100\n")
+    with pytest.raises(UserError, match="malformed WFDB header"):
+        data.read_wfdb(tmp_path / "r")
+    head = b"0".ljust(8) + b" " * 176 + b"512".ljust(8) + b" " * 44 + b"x".ljust(8) + b"1".ljust(8) + b"1".ljust(4)
+    (tmp_path / "e.edf").write_bytes(head + b"EEG".ljust(256))
+    with pytest.raises(UserError, match="malformed EDF"):
+        data.read_edf(tmp_path / "e.edf")
+    (tmp_path / "S001.csv").write_text("back_x,back_y,back_z,thigh_x,thigh_y,thigh_z,label\n1,2,3,4,5,six,1\n")
+    with pytest.raises(UserError, match="cannot read the values"):
+        data.read_harth_csv(tmp_path / "S001.csv")
