@@ -1165,15 +1165,12 @@ def _read_edf(path: Path, head: bytes, sh: bytes, ns: int, channels) -> EdfFile:
     annotations = []
     for i in np.flatnonzero(is_ann):
         raw = np.ascontiguousarray(data[:, starts[i]:starts[i + 1]]).tobytes()
-        for tal in raw.split(b"\x00"):
-            if not tal.strip(b"\x00"):
+        for tal in raw.split(b"\x00"):      # NULs end each TAL and pad the rest of the record
+            if not tal:
                 continue
             parts = tal.split(b"\x14")
             timing = parts[0].split(b"\x15")
-            try:
-                onset = float(timing[0])
-            except ValueError:
-                continue
+            onset = float(timing[0])         # a malformed onset raises: reported as a malformed file
             dur = float(timing[1]) if len(timing) > 1 and timing[1] else None
             for text in parts[1:]:
                 if text:                                   # the empty first text is the record's time stamp
@@ -1366,7 +1363,7 @@ def apnea_windows(ecg: np.ndarray, ann: Annotations, fs: float = 100.0) -> tuple
     """One-minute windows starting at each per-minute label ('A' apnea, 'N' normal); a window that
     would run past the end of the recording is dropped. Returns (K, 1, 60 fs), labels."""
     L = int(round(60 * fs))
-    keep = [(s, sym) for s, sym in zip(ann.sample.tolist(), ann.symbol) if sym in "AN" and 0 <= s and s + L <= len(ecg)]
+    keep = [(s, sym) for s, sym in zip(ann.sample.tolist(), ann.symbol) if sym in ("A", "N") and 0 <= s and s + L <= len(ecg)]
     X = np.stack([ecg[s:s + L] for s, _ in keep])[:, None, :] if keep else np.zeros((0, 1, L), np.float32)
     return X.astype(np.float32), ["apnea" if sym == "A" else "normal" for _, sym in keep]
 
@@ -1592,10 +1589,9 @@ def rhythm_labels(ann: Annotations, n: int, rhythms=AFDB_RHYTHMS) -> np.ndarray:
     """Per-sample class id of the rhythm in force: each rhythm annotation ('(AFIB', ...) holds until
     the next one. Before the first one, and for rhythms not in `rhythms`, the label is -1."""
     lab = np.full(n, -1, dtype=np.int64)
-    marks = [(s, a.strip().lstrip("(")) for s, a in zip(ann.sample.tolist(), ann.aux) if a.strip().startswith("(")]
-    for k, (s, r) in enumerate(marks):
-        end = marks[k + 1][0] if k + 1 < len(marks) else n
-        lab[max(s, 0):max(min(end, n), 0)] = rhythms.index(r) if r in rhythms else -1
+    marks = sorted((s, a.strip()[1:]) for s, a in zip(ann.sample.tolist(), ann.aux) if a.strip().startswith("("))
+    for s, r in marks:                       # in time order, each overwrites everything after it
+        lab[max(s, 0):] = rhythms.index(r) if r in rhythms else -1
     return lab
 
 

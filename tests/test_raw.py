@@ -75,6 +75,52 @@ def test_wfdb_signals_equal_the_wfdb_package(raw, rec):
     np.testing.assert_allclose(X.T, wfdb.rdrecord(str(raw / rec)).p_signal, rtol=1e-6, atol=1e-6)
 
 
+def test_header_defaults_and_optional_fields(tmp_path):
+    (tmp_path / "r.dat").write_bytes(np.arange(10, dtype="<i2").tobytes())
+    (tmp_path / "r.hea").write_text("r 1\nr.dat 16\n")
+    D, h = data.read_wfdb(tmp_path / "r.hea", physical=False)          # the .hea path works too
+    assert (h.record, h.fs, h.n_samples) == ("r", 250.0, 10) and D.dtype == np.int32 and D.tolist() == [list(range(10))]
+    assert h.signals[0] == dict(file="r.dat", fmt="16", spf=1, skew=0, offset=0, gain=200.0, baseline=0, units="mV",
+                                adc_res=0, adc_zero=0, init=None, checksum=None, name="sig0")
+    (tmp_path / "q.dat").write_bytes(np.arange(12, dtype="<i2").tobytes() + b"\7")   # 6 frames, a stray byte
+    (tmp_path / "q.hea").write_text("# comment\nq 2 100/1(0) 5 10:00:00\nq.dat 16 0(5)/uV 12 3\n"
+                                    "q.dat 16 400 11 7 1 2 0 lead two  words\n")
+    X, q = data.read_wfdb(tmp_path / "q")
+    a, b = q.signals
+    assert (q.fs, q.n_samples, q.comments) == (100.0, 5, ["comment"])
+    assert (a["gain"], a["baseline"], a["units"], a["adc_res"], a["adc_zero"], a["init"], a["name"]) == \
+        (200.0, 5, "uV", 12, 3, None, "sig0")
+    assert (b["gain"], b["baseline"], b["units"], b["init"], b["checksum"], b["name"]) == (400.0, 7, "mV", 1, 2, "lead two  words")
+    np.testing.assert_allclose(X, [(np.arange(0, 10, 2) - 5) / 200, (np.arange(1, 10, 2) - 7) / 400])
+    assert X.dtype == np.float32
+
+
+@pytest.mark.parametrize("text, match", [
+    ("r/2 2 100 10\n", "multi-segment"),
+    ("r 3 100 10\nr.dat 16\n", "announces 3 signals, 1 signal lines follow"),
+    ("r 1 100 10\nr.dat 16x2\n", "multi-frequency or skewed"),
+    ("r 1 100 10\nr.dat 16:3\n", "multi-frequency or skewed"),
+    ("r 1 100 10\nr.dat 16a\n", "cannot read the format field '16a'"),
+    ("r 1 100 10\nr.dat 16 2x00\n", "cannot read the gain field '2x00'"),
+    ("r 1 100 10\nother.dat 16\n", "names the signal file other.dat"),
+    ("r 1 100 40\nr.dat 16\n", "holds 10 samples per signal; the header says 40"),
+    ("r 1 100 14\nr.dat 212\n", "holds 13 samples per signal; the header says 14"),
+    ("\n# only a comment\n", "empty WFDB header"),
+])
+def test_bad_headers_and_files_are_user_errors(tmp_path, text, match):
+    (tmp_path / "r.dat").write_bytes(np.arange(10, dtype="<i2").tobytes())
+    (tmp_path / "r.hea").write_text(text)
+    with pytest.raises(UserError, match=match):
+        data.read_wfdb(tmp_path / "r")
+
+
+def test_format_16_invalid_sample_is_nan(tmp_path):
+    (tmp_path / "r.dat").write_bytes(np.array([-32768, -32767, 5], dtype="<i2").tobytes())
+    (tmp_path / "r.hea").write_text("r 1 100 3\nr.dat 16 100 16 0\n")
+    X, _ = data.read_wfdb(tmp_path / "r")
+    assert np.isnan(X[0, 0]) and X[0, 1] == pytest.approx(-327.67) and X[0, 2] == pytest.approx(0.05)
+
+
 def test_format_212_odd_count_and_invalid_samples(tmp_path):
     # three 12-bit samples: -2048 (invalid marker), 2047, -1; packed by hand from the format description
     vals = [-2048 & 0xFFF, 2047, -1 & 0xFFF]
@@ -124,11 +170,42 @@ def test_written_annotations_with_long_gaps_and_aux_read_back(tmp_path):
     assert a.sample.tolist() == samples.tolist() and a.symbol == symbols and a.aux == aux
 
 
+def test_annotation_modifiers_even_aux_and_missing_terminator(tmp_path):
+    """NUM/SUB/CHN words, even-length aux text followed by more annotations, no final 0 word, an odd
+    trailing byte: all as the WFDB library writes or tolerates them."""
+    wfdb = pytest.importorskip("wfdb")
+    samples = np.array([5, 10, 20, 2000, 2100])
+    wfdb.wrann("r", "atr", samples, symbol=["+", "N", "+", "V", "N"], aux_note=["(J", "", "(AFL", "", ""],
+               subtype=np.array([0, 1, 0, 2, 0]), chan=np.array([0, 1, 1, 0, 0]), num=np.array([0, 3, 0, 1, 0]),
+               write_dir=str(tmp_path))
+    raw = (tmp_path / "r.atr").read_bytes()
+    ref = wfdb.rdann(str(tmp_path / "r"), "atr")
+    for body in (raw, raw[:-2], raw + b"\0"):               # as written; no final 0 word; odd length
+        (tmp_path / "x.atr").write_bytes(body)
+        a = data.read_wfdb_annotations(tmp_path / "x.atr")
+        assert a.sample.tolist() == samples.tolist() == ref.sample.tolist()
+        assert a.symbol == ref.symbol and a.aux == ["(J", "", "(AFL", "", ""]
+    (tmp_path / "x.atr").write_bytes(raw[:-2] + b"\1")                         # odd length
+    assert data.read_wfdb_annotations(tmp_path / "x.atr").sample.tolist() == samples.tolist()
+
+
+def test_annotation_skip_edge_cases(tmp_path):
+    word = lambda code, val: int((code << 10) | val).to_bytes(2, "little")  # noqa: E731
+    (tmp_path / "a.atr").write_bytes(word(59, 0) + (1).to_bytes(2, "little"))
+    with pytest.raises(UserError, match="truncated SKIP"):                  # SKIP without its second word
+        data.read_wfdb_annotations(tmp_path / "a.atr")
+    (tmp_path / "b.atr").write_bytes(word(59, 0) + (1).to_bytes(2, "little") + (5).to_bytes(2, "little"))
+    assert data.read_wfdb_annotations(tmp_path / "b.atr").sample.size == 0   # a SKIP alone, at the very end
+    (tmp_path / "c.atr").write_bytes(word(59, 0) + (1).to_bytes(2, "little") + (5).to_bytes(2, "little") + word(45, 3))
+    c = data.read_wfdb_annotations(tmp_path / "c.atr")
+    assert c.sample.tolist() == [65536 + 5 + 3] and c.symbol == ["#45"]    # 32-bit interval, high word first
+
+
 # --------------------------------------------------------------------------- EDF / EDF+
 def _write_edf(path, signals: dict, fs: dict, annotations=(), record=1.0, prange=None):
     edfio = pytest.importorskip("edfio")
-    sigs = [edfio.EdfSignal(np.asarray(v, dtype=np.float64), fs[k], label=k, physical_dimension="uV",
-                            physical_range=prange) for k, v in signals.items()]
+    sigs = [edfio.EdfSignal(np.asarray(v, dtype=np.float64), fs[k], label=k, physical_range=prange,
+                            physical_dimension="uV" if k.startswith("EEG") else "") for k, v in signals.items()]
     edf = edfio.Edf(sigs, data_record_duration=record if sigs else None,
                     annotations=[edfio.EdfAnnotation(*a) for a in annotations])
     edf.write(path)
@@ -143,7 +220,7 @@ def test_edf_signals_at_two_rates_and_annotations(tmp_path):
                ann, record=30.0)
     e = data.read_edf(tmp_path / "a.edf")
     assert e.labels == ["EEG Fpz-Cz", "Event marker"] and e.fs == {"EEG Fpz-Cz": 100.0, "Event marker": 1.0}
-    assert (e.n_records, e.record_duration, e.units["EEG Fpz-Cz"]) == (4, 30.0, "uV")
+    assert (e.n_records, e.record_duration, e.units) == (4, 30.0, {"EEG Fpz-Cz": "uV", "Event marker": ""})
     ref = edfio.read_edf(tmp_path / "a.edf")
     for s in ref.signals:
         np.testing.assert_allclose(e.signals[s.label], s.data, rtol=0, atol=1e-9)
@@ -154,6 +231,38 @@ def test_edf_signals_at_two_rates_and_annotations(tmp_path):
     assert list(only.signals) == ["EEG Fpz-Cz"]
     with pytest.raises(UserError, match="no signal 'EEG Pz-Oz'"):
         data.read_edf(tmp_path / "a.edf", ["EEG Pz-Oz"])
+
+
+def test_edf_record_count_unknown_truncated_or_zero(tmp_path):
+    sig = np.arange(400, dtype=np.float64)
+    _write_edf(tmp_path / "a.edf", {"EEG": sig}, {"EEG": 100}, record=1.0, prange=(0.0, 400.0))
+    raw = (tmp_path / "a.edf").read_bytes()
+    hdr = int(raw[184:192])
+    (tmp_path / "u.edf").write_bytes(raw[:236] + b"-1".ljust(8) + raw[244:])          # "-1": count from the size
+    (tmp_path / "t.edf").write_bytes(raw[:-150])                                      # last record cut short
+    (tmp_path / "z.edf").write_bytes(raw[:236] + b"0".ljust(8) + raw[244:hdr])       # header only
+    u, t, z = (data.read_edf(tmp_path / f"{n}.edf") for n in "utz")
+    assert u.n_records == 4 and np.allclose(u.signals["EEG"], sig, atol=0.01)
+    assert t.n_records == 3 and np.allclose(t.signals["EEG"], sig[:300], atol=0.01)
+    assert z.n_records == 0 and z.signals["EEG"].shape == (0,)
+
+
+def test_edf_discontinuous_and_bad_headers_are_refused(tmp_path):
+    _write_edf(tmp_path / "a.edf", {"EEG": np.zeros(100)}, {"EEG": 100}, [(0.0, 1.0, "Sleep stage W")])
+    raw = (tmp_path / "a.edf").read_bytes()
+    assert raw[192:197] == b"EDF+C"
+    (tmp_path / "d.edf").write_bytes(raw[:192] + b"EDF+D" + raw[197:])
+    with pytest.raises(UserError, match="discontinuous EDF.*only its annotations can"):
+        data.read_edf(tmp_path / "d.edf")
+    assert data.read_edf(tmp_path / "d.edf", []).annotations == [(0.0, 1.0, "Sleep stage W")]
+    (tmp_path / "n.edf").write_bytes(raw[:252] + b"x   " + raw[256:])               # signal count not a number
+    with pytest.raises(UserError, match="not an EDF file"):
+        data.read_edf(tmp_path / "n.edf")
+    (tmp_path / "s.edf").write_bytes(raw[:100])
+    with pytest.raises(UserError, match="not an EDF file"):
+        data.read_edf(tmp_path / "s.edf")
+    (tmp_path / "b.edf").write_bytes(raw.replace(b"Sleep stage W", b"Sleep stage \xff"))  # not UTF-8
+    assert data.read_edf(tmp_path / "b.edf", []).annotations == [(0.0, 1.0, "Sleep stage \ufffd")]
 
 
 def test_edf_annotation_only_file(tmp_path):
@@ -189,6 +298,38 @@ def test_activity_windows_stay_inside_one_activity():
     assert all(len(set(labels[s:s + 10])) == 1 for s in st)
 
 
+def test_windowing_edges():
+    assert data.activity_windows(np.full(12, 3), 10, 1).tolist() == [0, 1, 2]         # a run from sample 0, to the end
+    empty = data.activity_windows(np.array([1, 1]), 10, 3)
+    assert empty.size == 0 and empty.dtype == np.int64
+    lab = np.array(["N2"] + ["W"] * 100 + ["N3"], dtype=object)
+    assert data.sleep_keep(lab, edge=1).tolist() == list(range(102))                 # sleep at both ends
+    lab = np.array(["W"] * 100 + ["N2"] + ["W"] * 100, dtype=object)
+    assert data.sleep_keep(lab).tolist() == list(range(40, 161))                      # default edge: 60 epochs
+    lab = np.array(["W"] * 5 + ["N3"] + ["W"] * 5, dtype=object)
+    assert data.sleep_keep(lab, edge=2).tolist() == [3, 4, 5, 6, 7]
+    none = data.sleep_keep(np.array(["W"] * 3, dtype=object))
+    assert none.size == 0 and none.dtype.kind == "i"
+    ecg = np.arange(12000, dtype=np.float32)
+    X, y = data.apnea_windows(ecg, data.Annotations(np.array([0, 6000, 6001]), ["N", "A", "A"], [""] * 3))
+    assert y == ["normal", "apnea"] and X.dtype == np.float32 and X[1, 0, -1] == 11999   # last window ends at the end
+    X, y = data.apnea_windows(ecg, data.Annotations(np.array([0, 1]), ["+", ""], ["(N", ""]))
+    assert X.shape == (0, 1, 6000) and X.dtype == np.float32 and y == []
+    ann = data.Annotations(np.array([0, 4]), ["+", "+"], ["(AFL", "(J"])
+    assert data.rhythm_labels(ann, 6).tolist() == [1, 1, 1, 1, 2, 2]
+
+
+def test_read_uci_text(tmp_path):
+    (tmp_path / "s.dat").write_text("1.5 NaN 3\n4 5 -6e-1\n")
+    a = data.read_uci_text(tmp_path / "s.dat", 3)
+    assert a.shape == (2, 3) and np.isnan(a[0, 1]) and a[1].tolist() == [4, 5, -0.6]
+    (tmp_path / "t.dat").write_text("1 2 3\n4 5\n")
+    with pytest.raises(UserError, match="expected 3 numbers on each of 2 lines, read 5"):
+        data.read_uci_text(tmp_path / "t.dat", 3)
+    (tmp_path / "e.dat").write_text("")
+    assert data.read_uci_text(tmp_path / "e.dat", 3).shape == (0, 3)
+
+
 def test_interpolate_nans_is_linear_with_held_ends():
     x = np.array([[np.nan, 1], [2, np.nan], [np.nan, np.nan], [8, 4], [np.nan, np.nan]], dtype=float)
     np.testing.assert_allclose(data.interpolate_nans(x), [[2, 1], [2, 2], [5, 3], [8, 4], [8, 4]])
@@ -220,6 +361,8 @@ def test_subject_holdout_is_seeded_and_never_takes_everyone():
     a, b = data._subject_holdout(subs, 0.2, 0), data._subject_holdout(subs, 0.2, 0)
     assert a == b and len(a) == 2 and a <= set(subs)
     assert len(data._subject_holdout(subs[:2], 0.9, 1)) == 1 and data._subject_holdout(subs, 0.0, 0) == set()
+    assert len(data._subject_holdout(subs, 0.04, 0)) == 1                      # rounds to 0: still one
+    assert all(len(data._subject_holdout(subs, 0.5, s)) == 5 for s in range(30))   # drawn without replacement
 
 
 # --------------------------------------------------------------------------- miniature archives, loopback mirror
