@@ -1180,13 +1180,19 @@ def _read_edf(path: Path, head: bytes, sh: bytes, ns: int, channels) -> EdfFile:
 
 
 # --------------------------------------------------------------------------- fetching raw files
-def _raw_hint(name: str, url: str, folder: Path, what: str) -> str:
+def _raw_hint(name: str, url: str, folder: Path, page: str, what: str) -> str:
     via = f" (tried through the mirror as {mirrored(url)})" if mirrored(url) != url else ""
-    return (f"Could not download {url}{via}.\n{name}: download it by hand and put {what} into\n  {folder}\n"
-            f"(keeping the paths shown), or set TS_DATA_DIR / TS_DATA_MIRROR.")
+    return (f"Could not download {url}{via}.\nTo install {name} by hand, download {page} and put {what} into\n"
+            f"  {folder}\n(or set TS_DATA_DIR to a folder holding raw/{name}/, or TS_DATA_MIRROR to a mirror).")
 
 
-def _physionet_listing(name: str, db: str, version: str, folder: Path) -> dict:
+def _physionet_hint(name: str, url: str, db: str, version: str, folder: Path, paths: list[str]) -> str:
+    shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+    return _raw_hint(name, url, folder, f"the files of https://physionet.org/content/{db}/{version}/",
+                     f"them, keeping their sub-folders ({shown})")
+
+
+def _physionet_listing(name: str, db: str, version: str, folder: Path, wanted: list[str]) -> dict:
     """{path: sha256} of every file of a PhysioNet database version (its published SHA256SUMS.txt)."""
     dest = folder / "SHA256SUMS.txt"
     if not dest.exists():
@@ -1194,7 +1200,7 @@ def _physionet_listing(name: str, db: str, version: str, folder: Path) -> dict:
         try:
             download(url, dest, expect="any")
         except (DownloadError, OSError) as e:
-            raise DownloadError(f"{e}\n" + _raw_hint(name, url, folder, "SHA256SUMS.txt and the record files")) from None
+            raise DownloadError(f"{e}\n" + _physionet_hint(name, url, db, version, folder, wanted)) from None
     out = {}
     for line in dest.read_text(encoding="utf-8", errors="replace").splitlines():
         parts = line.split(None, 1)
@@ -1219,7 +1225,7 @@ def _fetch_physionet(name: str, db: str, version: str, folder: Path, paths: list
         missing = [p for p in paths if not (folder / p).exists()]
         if not missing:
             return
-        sums = _physionet_listing(name, db, version, folder)
+        sums = _physionet_listing(name, db, version, folder, missing)
         unknown = [p for p in missing if p not in sums]
         if unknown:
             raise DownloadError(f"{name}: {unknown[:5]} are not files of PhysioNet {db} {version}.")
@@ -1230,7 +1236,7 @@ def _fetch_physionet(name: str, db: str, version: str, folder: Path, paths: list
             try:
                 digest = download(url, dest, expect="any")
             except (DownloadError, OSError) as e:
-                raise DownloadError(f"{e}\n" + _raw_hint(name, url, folder, p)) from None
+                raise DownloadError(f"{e}\n" + _physionet_hint(name, url, db, version, folder, missing)) from None
             if digest != sums[p]:
                 dest.unlink(missing_ok=True)
                 raise DownloadError(f"{url}: SHA-256 {digest[:12]}... differs from PhysioNet's listing "
@@ -1288,7 +1294,7 @@ def _extract_matching(zpath: Path, member_re: re.Pattern, out_dir: Path, depth: 
         return len(members)
 
 
-def _fetch_zip_members(name: str, url: str, folder: Path, member_re: str, file_re: str) -> list[Path]:
+def _fetch_zip_members(name: str, url: str, folder: Path, member_re: str, file_re: str, example: str) -> list[Path]:
     """Files named like file_re in folder (placed by hand or extracted before); else download the
     archive (a checked zip) and extract the members matching member_re."""
     def found():
@@ -1302,8 +1308,8 @@ def _fetch_zip_members(name: str, url: str, folder: Path, member_re: str, file_r
                 try:
                     download(url, target, expect="zip")
                 except (DownloadError, OSError) as e:
-                    raise DownloadError(f"{e}\n" + _raw_hint(name, url, folder, f"the zip (as {target.name}) "
-                                                            f"or its files named like {file_re}")) from None
+                    raise DownloadError(f"{e}\n" + _raw_hint(name, url, folder, "that zip", f"it (as {target.name}), "
+                                                            f"or the files like {example} taken from it,")) from None
             try:
                 _extract_matching(target, re.compile(member_re), folder)
             except (zipfile.BadZipFile, zlib.error, OSError) as e:
@@ -1432,7 +1438,8 @@ def load_sleep_edf(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Data
         nights = pairs(local)                          # placed by hand: used as they are
     else:                                              # the listing names the nights and hypnograms
         with _locked(folder):
-            nights = pairs(list(_physionet_listing("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder)))
+            nights = pairs(list(_physionet_listing("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder,
+                                                   ["sleep-cassette/SC4001E0-PSG.edf", "sleep-cassette/SC4001EC-Hypnogram.edf"])))
         _fetch_physionet("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder, [p for v in nights.values() for p in v])
     if not nights:
         raise UserError(f"Sleep-EDF: no sleep-cassette PSG/hypnogram pairs of subjects 0-{SLEEP_EDF_SUBJECTS - 1} "
@@ -1545,7 +1552,8 @@ def load_pamap2(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset
     interpolated (heart rate 9 -> 100 Hz); 10-s windows every 3 s inside one activity; the 12 protocol
     activities. Subject 105 is validation, 106 test, the rest train (val_fraction is not used)."""
     folder = home / "raw" / "PAMAP2"
-    files = _fetch_zip_members("PAMAP2", PAMAP2_URL, folder, r"(^|/)Protocol/subject1\d\d\.dat$", r"subject1\d\d\.dat")
+    files = _fetch_zip_members("PAMAP2", PAMAP2_URL, folder, r"(^|/)Protocol/subject1\d\d\.dat$", r"subject1\d\d\.dat",
+                               "subject101.dat (from its Protocol folder)")
     blocks = []
     for f in files:
         a = read_uci_text(f, 54)
@@ -1622,7 +1630,7 @@ def read_harth_csv(path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_harth(home: Path) -> tuple[list, dict]:
     folder = home / "raw" / "HARTH"
-    files = _fetch_zip_members("HARTH", HARTH_URL, folder, r"(^|/)S\d{3}\.csv$", r"S\d{3}\.csv")
+    files = _fetch_zip_members("HARTH", HARTH_URL, folder, r"(^|/)S\d{3}\.csv$", r"S\d{3}\.csv", "S006.csv")
     codes = list(HARTH_CODES)
     lut = np.full(max(codes) + 1, -1, dtype=np.int64)
     lut[codes] = np.arange(len(codes))
