@@ -1516,7 +1516,10 @@ def load_ptbxl(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
 def read_uci_text(path, n_cols: int) -> np.ndarray:
     """Whitespace-separated numbers ('NaN' allowed), n_cols per line -> (rows, n_cols) float64."""
     raw = Path(path).read_bytes()
-    vals = np.fromstring(raw.decode("ascii", errors="replace"), sep=" ")   # C parser; text mode is not deprecated
+    try:                                     # numpy's C parser; its text mode is not deprecated
+        vals = np.fromstring(raw.decode("ascii", errors="replace"), sep=" ")
+    except ValueError as e:
+        raise UserError(f"{path}: not whitespace-separated numbers ({e})") from None
     rows = raw.rstrip().count(b"\n") + 1 if raw.strip() else 0
     if vals.size != rows * n_cols:
         raise UserError(f"{path}: expected {n_cols} numbers on each of {rows} lines, read {vals.size}")

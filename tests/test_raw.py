@@ -95,7 +95,26 @@ def test_header_defaults_and_optional_fields(tmp_path):
     assert X.dtype == np.float32
 
 
+@pytest.mark.parametrize("line, fields", [
+    ("r.dat 16 100", dict(gain=100.0, adc_res=0, adc_zero=0, init=None, checksum=None, name="sig0")),
+    ("r.dat 16 100 12", dict(adc_res=12, adc_zero=0, baseline=0, init=None)),
+    ("r.dat 16 100 12 4", dict(adc_res=12, adc_zero=4, baseline=4, init=None)),
+    ("r.dat 16 100 12 4 0", dict(init=0, checksum=None)),
+    ("r.dat 16 100 12 4 0 45", dict(init=0, checksum=45, name="sig0")),
+    ("r.dat 16 100 12 4 0 45 0", dict(checksum=45, name="sig0")),
+    ("r.dat 16 100 12 4 0 45 0 ECG", dict(name="ECG")),
+])
+def test_signal_line_with_each_number_of_fields(tmp_path, line, fields):
+    (tmp_path / "r.dat").write_bytes(np.arange(10, dtype="<i2").tobytes())
+    (tmp_path / "r.hea").write_text(f"r 1 500\n{line}\n")
+    h = data.read_wfdb_header(tmp_path / "r.hea")
+    assert (h.fs, h.n_samples) == (500.0, 0)                        # no sample count: read from the file size
+    assert {k: h.signals[0][k] for k in fields} == fields
+    assert data.read_wfdb(tmp_path / "r")[1].n_samples == 10
+
+
 @pytest.mark.parametrize("text, match", [
+    ("r 2 100 6\nr.dat 16\nr.dat 16\n", "holds 5 samples per signal; the header says 6"),
     ("r/2 2 100 10\n", "multi-segment"),
     ("r 3 100 10\nr.dat 16\n", "announces 3 signals, 1 signal lines follow"),
     ("r 1 100 10\nr.dat 16x2\n", "multi-frequency or skewed"),
@@ -241,7 +260,9 @@ def test_edf_record_count_unknown_truncated_or_zero(tmp_path):
     (tmp_path / "u.edf").write_bytes(raw[:236] + b"-1".ljust(8) + raw[244:])          # "-1": count from the size
     (tmp_path / "t.edf").write_bytes(raw[:-150])                                      # last record cut short
     (tmp_path / "z.edf").write_bytes(raw[:236] + b"0".ljust(8) + raw[244:hdr])       # header only
-    u, t, z = (data.read_edf(tmp_path / f"{n}.edf") for n in "utz")
+    (tmp_path / "x.edf").write_bytes(raw + raw[-200:])                               # trailing data beyond the count
+    u, t, z, x = (data.read_edf(tmp_path / f"{n}.edf") for n in "utzx")
+    assert x.n_records == 4 and np.allclose(x.signals["EEG"], sig, atol=0.01)
     assert u.n_records == 4 and np.allclose(u.signals["EEG"], sig, atol=0.01)
     assert t.n_records == 3 and np.allclose(t.signals["EEG"], sig[:300], atol=0.01)
     assert z.n_records == 0 and z.signals["EEG"].shape == (0,)
@@ -326,6 +347,9 @@ def test_read_uci_text(tmp_path):
     (tmp_path / "t.dat").write_text("1 2 3\n4 5\n")
     with pytest.raises(UserError, match="expected 3 numbers on each of 2 lines, read 5"):
         data.read_uci_text(tmp_path / "t.dat", 3)
+    (tmp_path / "n.dat").write_bytes(b"1 2 3\n4 5 \xb56\n")                     # a non-ASCII byte
+    with pytest.raises(UserError, match="not whitespace-separated numbers"):
+        data.read_uci_text(tmp_path / "n.dat", 3)
     (tmp_path / "e.dat").write_text("")
     assert data.read_uci_text(tmp_path / "e.dat", 3).shape == (0, 3)
 
