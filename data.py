@@ -1340,9 +1340,6 @@ def _windowed(name, parts: dict, seed: int) -> Dataset:
                 raise UserError(f"{name}: subject {s} would be in both {seen[s]} and {split}")
             seen[s] = split
     (Xtr, ytr, _), (Xva, yva, _), (Xte, yte, _) = parts["train"], parts["val"], parts["test"]
-    if len(Xva) == 0:
-        raise UserError(f"{name}: the validation split is empty (too few training subjects); "
-                        "use val_fraction > 0 and at least two training subjects.")
     ds = _assemble(name, Xtr, ytr, Xte, yte, Xva, yva, seed=seed)
     return replace(ds, subjects={k: np.asarray(v[2]) for k, v in parts.items()})
 

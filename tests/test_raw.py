@@ -479,6 +479,8 @@ def test_apnea_ecg_end_to_end(site, monkeypatch):
     server.close()                                          # second load: from the cache, no network
     again = data.load_dataset("Apnea-ECG", val_fraction=0.34, seed=0)
     assert np.array_equal(again.X_test, ds.X_test, equal_nan=True)
+    whole = data.load_dataset("Apnea-ECG", val_fraction=0)                 # no validation subjects
+    assert len(whole.X_val) == 0 and len(whole.X_train) == len(ds.X_train) + len(ds.X_val)
 
 
 def test_afdb_recordings_end_to_end(site, monkeypatch):
