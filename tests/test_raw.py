@@ -224,7 +224,7 @@ def test_annotation_skip_edge_cases(tmp_path):
 def _write_edf(path, signals: dict, fs: dict, annotations=(), record=1.0, prange=None):
     edfio = pytest.importorskip("edfio")
     sigs = [edfio.EdfSignal(np.asarray(v, dtype=np.float64), fs[k], label=k, physical_range=prange,
-                            physical_dimension="uV" if k.startswith("EEG") else "") for k, v in signals.items()]
+                            physical_dimension="uV" if k.startswith("EEG") else "mV") for k, v in signals.items()]
     edf = edfio.Edf(sigs, data_record_duration=record if sigs else None,
                     annotations=[edfio.EdfAnnotation(*a) for a in annotations])
     edf.write(path)
@@ -239,7 +239,7 @@ def test_edf_signals_at_two_rates_and_annotations(tmp_path):
                ann, record=30.0)
     e = data.read_edf(tmp_path / "a.edf")
     assert e.labels == ["EEG Fpz-Cz", "Event marker"] and e.fs == {"EEG Fpz-Cz": 100.0, "Event marker": 1.0}
-    assert (e.n_records, e.record_duration, e.units) == (4, 30.0, {"EEG Fpz-Cz": "uV", "Event marker": ""})
+    assert (e.n_records, e.record_duration, e.units) == (4, 30.0, {"EEG Fpz-Cz": "uV", "Event marker": "mV"})
     ref = edfio.read_edf(tmp_path / "a.edf")
     for s in ref.signals:
         np.testing.assert_allclose(e.signals[s.label], s.data, rtol=0, atol=1e-9)
@@ -260,7 +260,7 @@ def test_edf_record_count_unknown_truncated_or_zero(tmp_path):
     (tmp_path / "u.edf").write_bytes(raw[:236] + b"-1".ljust(8) + raw[244:])          # "-1": count from the size
     (tmp_path / "t.edf").write_bytes(raw[:-150])                                      # last record cut short
     (tmp_path / "z.edf").write_bytes(raw[:236] + b"0".ljust(8) + raw[244:hdr])       # header only
-    (tmp_path / "x.edf").write_bytes(raw + raw[-200:])                               # trailing data beyond the count
+    (tmp_path / "x.edf").write_bytes(raw + raw[hdr:hdr + (len(raw) - hdr) // 4])     # one record beyond the count
     u, t, z, x = (data.read_edf(tmp_path / f"{n}.edf") for n in "utzx")
     assert x.n_records == 4 and np.allclose(x.signals["EEG"], sig, atol=0.01)
     assert u.n_records == 4 and np.allclose(u.signals["EEG"], sig, atol=0.01)
