@@ -13,7 +13,8 @@ Families (names exactly as the archives spell them; `list_datasets()` lists them
   TF-C    8 releases                 figshare zips of train.pt / val.pt / test.pt (SleepEEG, FD-A, ...)
           "Epilepsy" is the UEA problem; the TF-C release of that name is "TFC-Epilepsy".
   TSER   19 regression problems      Zenodo .ts files; AimTS pre-trains on them, targets are ignored
-  raw recordings (HARTH, AFDB, Apnea-ECG, Sleep-EDF, PTB-XL, PAMAP2): separate issue, see RAW.
+  raw     Apnea-ECG, Sleep-EDF, PTB-XL, PAMAP2 (windowed, LEAVES); HARTH, AFDB as continuous recordings
+          per subject via load_recordings() (DynaCL). PhysioNet / UCI files, read by the readers below.
 
 Where files live: `$TS_DATA_DIR`, else `~/.cache/timeseries-ssl`, laid out as
   <data_dir>/ucr_uea/<Name>/<Name>_TRAIN.ts, <Name>_TEST.ts   (+ <Name>.zip, the verified archive)
@@ -102,8 +103,8 @@ TSER = {
     "NewsTitleSentiment": 18484638, "PPGDalia": 18485135,
 }
 
-# Raw recordings used by DynaCL and LEAVES. Their loaders (windowing, labels, splits) are a separate
-# issue; a loader is registered here as RAW[name]["loader"] = fn(data_dir, **kw) -> Dataset.
+# Raw recordings used by DynaCL and LEAVES; their readers and loaders are in the section "raw recordings"
+# below, which sets RAW[name]["loader"] = fn(home, val_fraction, seed) -> Dataset.
 RAW: dict[str, dict] = {
     "HARTH": {"paper": "DynaCL", "source": "UCI ML repository, dataset 779", "loader": None},
     "AFDB": {"paper": "DynaCL", "source": "PhysioNet afdb (MIT-BIH Atrial Fibrillation)", "loader": None},
@@ -157,6 +158,7 @@ class Dataset:
     class_names: list = field(default_factory=list)   # original label strings, index = class id
     task: str = "classification"                       # or "regression" (TSER: y = -1, targets kept)
     targets: dict = field(default_factory=dict)        # regression targets per split, float64
+    subjects: dict = field(default_factory=dict)       # raw recordings: subject of every series, per split
 
     @property
     def n_classes(self) -> int:
@@ -937,9 +939,8 @@ def load_dataset(name: str, data_dir=None, val_fraction: float = 0.2, seed: int 
     name = _resolve_name(name)
     if name in RAW:
         if RAW[name]["loader"] is None:
-            raise UserError(f"{name} ({RAW[name]['paper']}; {RAW[name]['source']}) is a raw-recording dataset "
-                             "whose loader is not written yet (separate issue). Until then, window it yourself "
-                             "and pass a .npz with X_train, y_train, X_test, y_test.")
+            raise UserError(f"{name} ({RAW[name]['paper']}; {RAW[name]['source']}) has no loader registered "
+                             "in data.RAW; window it yourself and pass a .npz with X_train, y_train, X_test, y_test.")
         return RAW[name]["loader"](data_home(data_dir), val_fraction=val_fraction, seed=seed)
     folder = fetch(name, data_dir)
     if name in TFC:
@@ -1049,6 +1050,842 @@ def standardize(ds: Dataset, per: str = "channel") -> Dataset:
     sd = np.where(sd > 0, sd, 1.0)
     f = lambda X: ((X - mu) / sd).astype(np.float32)    # noqa: E731
     return replace(ds, X_train=f(ds.X_train), X_val=f(ds.X_val), X_test=f(ds.X_test))
+
+
+# =========================================================================== raw recordings (issue 9)
+# HARTH, AFDB, Apnea-ECG, Sleep-EDF, PTB-XL, PAMAP2 start from raw recordings, not from ready-made
+# splits. This section reads the formats they ship in with small numpy readers (WFDB formats 16 and
+# 212, WFDB annotations, EDF/EDF+, UCI text), fetches only the files a dataset needs through
+# `download` (cache, mirror, atomic writes) and cuts them as the papers do:
+#   load_dataset("Apnea-ECG" | "Sleep-EDF" | "PTB-XL" | "PAMAP2")  -> windowed Dataset (LEAVES)
+#   load_recordings("HARTH" | "AFDB")                               -> continuous labelled recordings
+#                                                                      per subject (DynaCL frames them)
+# The readers are checked in tests/test_raw.py against the reference readers (`wfdb`, `edfio`) on real
+# files; neither is needed at run time. Splits are by subject wherever the release names subjects.
+
+PHYSIONET = "https://physionet.org/files"
+HARTH_URL = "https://archive.ics.uci.edu/static/public/779/harth.zip"
+PAMAP2_URL = "https://archive.ics.uci.edu/static/public/231/pamap2+physical+activity+monitoring.zip"
+AFDB_VERSION, APNEA_VERSION, SLEEP_EDF_VERSION, PTBXL_VERSION = "1.0.0", "1.0.0", "1.0.0", "1.0.2"
+
+# AFDB: the 23 records with signals (00735 and 03665 ship annotations only).
+AFDB_RECORDS = """04015 04043 04048 04126 04746 04908 04936 05091 05121 05261 06426 06453 06995 07162
+07859 07879 07910 08215 08219 08378 08405 08434 08455""".split()
+AFDB_RHYTHMS = ["AFIB", "AFL", "J", "N"]          # class ids 0..3; "(N" = all other rhythms
+# Apnea-ECG release split: learning set a01-a20, b01-b05, c01-c10; test set x01-x35.
+APNEA_TRAIN = [f"a{i:02d}" for i in range(1, 21)] + [f"b{i:02d}" for i in range(1, 6)] + [f"c{i:02d}" for i in range(1, 11)]
+APNEA_TEST = [f"x{i:02d}" for i in range(1, 36)]
+# Sleep-EDF: Sleep-EDF-20 = sleep-cassette subjects 0-19 (39 nights; subject 13 has one night).
+SLEEP_EDF_SUBJECTS = 20
+SLEEP_EDF_TEST_FRACTION = 0.25                   # test = the last 25% of subjects by ID (LEAVES)
+SLEEP_STAGES = {"Sleep stage W": "W", "Sleep stage 1": "N1", "Sleep stage 2": "N2", "Sleep stage 3": "N3",
+                "Sleep stage 4": "N3", "Sleep stage R": "REM"}   # R&K S3+S4 -> N3; "?", movement dropped
+SLEEP_WAKE_EDGE = 60                              # epochs of wake kept before/after sleep (30 min)
+PTBXL_SUPERCLASSES = ["NORM", "MI", "STTC", "CD", "HYP"]
+# PAMAP2 protocol activities (12) and the split of Moya Rueda et al. / Viewmaker used by LEAVES.
+PAMAP2_ACTIVITIES = {1: "lying", 2: "sitting", 3: "standing", 4: "walking", 5: "running", 6: "cycling",
+                     7: "Nordic walking", 12: "ascending stairs", 13: "descending stairs",
+                     16: "vacuum cleaning", 17: "ironing", 24: "rope jumping"}
+PAMAP2_VAL, PAMAP2_TEST = "105", "106"
+# HARTH activity codes -> class ids 0..11 in this order (DynaCL's mapping).
+HARTH_CODES = {1: "walking", 2: "running", 3: "shuffling", 4: "stairs (ascending)", 5: "stairs (descending)",
+               6: "standing", 7: "sitting", 8: "lying", 13: "cycling (sit)", 14: "cycling (stand)",
+               130: "cycling (sit, inactive)", 140: "cycling (stand, inactive)"}
+
+
+# --------------------------------------------------------------------------- WFDB reader
+@dataclass
+class WfdbHeader:
+    """A WFDB .hea file: record line, one dict per signal line, comments."""
+    record: str
+    fs: float
+    n_samples: int
+    signals: list
+    comments: list
+
+
+_FMT = re.compile(r"^(\d+)(?:x(\d+))?(?::(-?\d+))?(?:\+(\d+))?$")
+_GAIN = re.compile(r"^([-+0-9.eE]+)(?:\((-?\d+)\))?(?:/(\S+))?$")
+
+
+def read_wfdb_header(path) -> WfdbHeader:
+    """Parse `<record>.hea` (single-segment records; signal files in the same folder).
+
+    Record line: `name nsig [fs[/cfreq[(base)]] [nsamp ...]]`. Signal lines:
+    `file format[xspf][:skew][+offset] [gain[(baseline)][/units] [adcres [adczero [init [checksum
+    [blocksize [description]]]]]]]`. Defaults as in the WFDB library: fs 250, gain 200 (also when
+    written as 0), baseline = adczero.
+    """
+    path = Path(path)
+    try:
+        return _read_wfdb_header(path)
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{path}: malformed WFDB header ({e})") from None
+
+
+def _read_wfdb_header(path: Path) -> WfdbHeader:
+    lines = [ln.strip() for ln in path.read_text(encoding="latin-1").splitlines()]
+    comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#")]
+    body = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not body:
+        raise UserError(f"{path}: empty WFDB header")
+    rec = body[0].split()
+    if "/" in rec[0]:
+        raise UserError(f"{path}: multi-segment WFDB records are not supported")
+    nsig = int(rec[1])
+    fs = float(re.split(r"[/(]", rec[2])[0]) if len(rec) > 2 else 250.0
+    nsamp = int(rec[3]) if len(rec) > 3 else 0
+    if len(body) - 1 < nsig:
+        raise UserError(f"{path}: the record line announces {nsig} signals, {len(body) - 1} signal lines follow")
+    signals = []
+    for ln in body[1:1 + nsig]:
+        tok = ln.split(None, 8)
+        m = _FMT.match(tok[1])
+        if not m:
+            raise UserError(f"{path}: cannot read the format field {tok[1]!r}")
+        fmt, spf, skew, offset = m.group(1), int(m.group(2) or 1), int(m.group(3) or 0), int(m.group(4) or 0)
+        gain, baseline, units = 0.0, None, "mV"
+        if len(tok) > 2:
+            g = _GAIN.match(tok[2])
+            if not g:
+                raise UserError(f"{path}: cannot read the gain field {tok[2]!r}")
+            gain = float(g.group(1))
+            baseline = int(g.group(2)) if g.group(2) is not None else None
+            units = g.group(3) or units
+        adc_zero = int(tok[4]) if len(tok) > 4 else 0
+        signals.append(dict(
+            file=tok[0], fmt=fmt, spf=spf, skew=skew, offset=offset, gain=gain if gain != 0 else 200.0,
+            baseline=adc_zero if baseline is None else baseline, units=units,
+            adc_res=int(tok[3]) if len(tok) > 3 else 0, adc_zero=adc_zero,
+            init=int(tok[5]) if len(tok) > 5 else None, checksum=int(tok[6]) if len(tok) > 6 else None,
+            name=tok[8] if len(tok) > 8 else f"sig{len(signals)}"))
+    return WfdbHeader(rec[0], fs, nsamp, signals, comments)
+
+
+def _decode_212(raw: bytes, n: int) -> np.ndarray:
+    """Format 212: two 12-bit two's-complement samples in 3 bytes. Byte 1's low nibble holds the
+    high bits of the first sample, its high nibble those of the second."""
+    b = np.frombuffer(raw + b"\0" * (-len(raw) % 3), dtype=np.uint8).reshape(-1, 3).astype(np.int16)
+    out = np.empty(2 * len(b), dtype=np.int16)
+    out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
+    out[1::2] = b[:, 2] | ((b[:, 1] & 0xF0) << 4)
+    out[out >= 2048] -= 4096
+    return out[:n]
+
+
+def read_wfdb(record, physical: bool = True) -> tuple[np.ndarray, WfdbHeader]:
+    """Read a WFDB record (`path/to/100`, with or without `.hea`): (C, T) array and its header.
+
+    Formats 16 (little-endian int16) and 212 (packed 12-bit); several signals interleaved per
+    file; byte offsets (`16+24`). physical=True gives float32 (digital - baseline) / gain in the
+    header's units, with WFDB's invalid-sample code (-32768, -2048) as NaN; physical=False the
+    digital int32 values.
+    """
+    record = Path(record)
+    hea = record if record.suffix == ".hea" else record.with_name(record.name + ".hea")
+    h = read_wfdb_header(hea)
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(h.signals):
+        groups.setdefault(s["file"], []).append(i)
+    n = h.n_samples
+    out_digital: list = [None] * len(h.signals)
+    for fname, idx in groups.items():
+        s0 = h.signals[idx[0]]
+        fmt = s0["fmt"]
+        if any(h.signals[i]["fmt"] != fmt for i in idx) or fmt not in ("16", "212"):
+            raise UserError(f"{hea}: signal format {fmt} in {fname} is not supported (formats 16 and 212 are)")
+        if any(h.signals[i]["spf"] != 1 or h.signals[i]["skew"] for i in idx):
+            raise UserError(f"{hea}: multi-frequency or skewed signals are not supported")
+        path = hea.with_name(fname)
+        if not path.exists():
+            raise UserError(f"{hea} names the signal file {fname}, which is not in {hea.parent}")
+        with open(path, "rb") as fh:
+            fh.seek(s0["offset"])
+            raw = fh.read()
+        k = len(idx)
+        avail = len(raw) // 2 if fmt == "16" else (len(raw) * 2) // 3
+        if n == 0:
+            n = avail // k
+        if avail < n * k:
+            raise UserError(f"{path} holds {avail // k} samples per signal; the header says {n} (truncated?)")
+        d = (np.frombuffer(raw, dtype="<i2", count=n * k) if fmt == "16" else _decode_212(raw, n * k))
+        d = d.reshape(n, k).T
+        for j, i in enumerate(idx):
+            out_digital[i] = d[j]
+    h.n_samples = n
+    D = np.stack(out_digital).astype(np.int32)
+    if not physical:
+        return D, h
+    invalid = np.array([-32768 if s["fmt"] == "16" else -2048 for s in h.signals])[:, None]
+    base = np.array([s["baseline"] for s in h.signals], dtype=np.float64)[:, None]
+    gain = np.array([s["gain"] for s in h.signals], dtype=np.float64)[:, None]
+    X = ((D - base) / gain).astype(np.float32)
+    X[D == invalid] = np.nan
+    return X, h
+
+
+# --------------------------------------------------------------------------- WFDB annotations
+# MIT annotation codes -> mnemonics (WFDB ecgcodes.h); 15 and 17 are unused.
+ANN_SYMBOLS = dict(enumerate(" NLRaVFJASEj/Q~", 0)) | {16: "|", 18: "s", 19: "T", 20: "*", 21: "D", 22: '"',
+                                                       23: "=", 24: "p", 25: "B", 26: "^", 27: "t", 28: "+",
+                                                       29: "u", 30: "?", 31: "!", 32: "[", 33: "]", 34: "e",
+                                                       35: "n", 36: "@", 37: "x", 38: "f", 39: "(", 40: ")",
+                                                       41: "r"}
+
+
+@dataclass
+class Annotations:
+    sample: np.ndarray       # (K,) int64 sample index of each annotation
+    symbol: list             # beat/label mnemonic ('N', 'A', '+', ...)
+    aux: list                # auxiliary text ('(AFIB' for a rhythm change), '' when absent
+
+
+def read_wfdb_annotations(path) -> Annotations:
+    """Read a WFDB annotation file in MIT format (.atr, .apn, .qrs, ...).
+
+    Each 16-bit little-endian word holds a 6-bit code A and a 10-bit field I. A = 1..49: an
+    annotation I samples after the previous one. A = 59 (SKIP): the next two words are a 32-bit
+    interval, high word first. A = 60/61/62 (NUM/SUB/CHN) modify the annotation before them; A = 63
+    (AUX): I bytes of text follow, padded to an even count. The word 0 ends the file.
+    """
+    data = Path(path).read_bytes()
+    w = np.frombuffer(data[: len(data) // 2 * 2], dtype="<u2")
+    t, i, n = 0, 0, len(w)
+    sample: list[int] = []
+    symbol: list[str] = []
+    aux: list[str] = []
+    while i < n:
+        word = int(w[i])
+        code, val = word >> 10, word & 0x3FF
+        if word == 0:
+            break
+        if code == 59:                                # SKIP: 32-bit interval, PDP-11 word order
+            if i + 2 >= n:
+                raise UserError(f"{path}: truncated SKIP at word {i}")
+            t += np.int32(np.uint32((int(w[i + 1]) << 16) | int(w[i + 2]))).item()
+            i += 3
+        elif code == 63:                              # AUX text for the last annotation
+            text = data[2 * i + 2: 2 * i + 2 + val].split(b"\0")[0].decode("latin-1")
+            if aux:
+                aux[-1] = text
+            i += 1 + (val + 1) // 2
+        elif code in (60, 61, 62):                    # NUM, SUB, CHN: not needed here
+            i += 1
+        else:
+            t += val
+            sample.append(t)
+            symbol.append(ANN_SYMBOLS.get(code, f"#{code}"))
+            aux.append("")
+            i += 1
+    return Annotations(np.array(sample, dtype=np.int64), symbol, aux)
+
+
+# --------------------------------------------------------------------------- EDF / EDF+ reader
+@dataclass
+class EdfFile:
+    labels: list             # signal labels, annotation signals excluded
+    fs: dict                 # label -> samples per second
+    signals: dict            # label -> (T,) float64 physical values (only the channels asked for)
+    units: dict              # label -> physical dimension
+    annotations: list        # EDF+ TALs: (onset s, duration s or None, text)
+    record_duration: float
+    n_records: int
+
+
+def read_edf(path, channels=None) -> EdfFile:
+    """Read an EDF or EDF+ file: the channels asked for (all when None) and every annotation.
+
+    Layout: a 256-byte ASCII header, 256 bytes per signal (label 16, transducer 80, dimension 8,
+    physical min/max 8+8, digital min/max 8+8, prefiltering 80, samples per record 8, reserved 32),
+    then data records, each holding every signal's samples for one record as little-endian int16.
+    physical = (digital - dmin) * (pmax - pmin) / (dmax - dmin) + pmin. 'EDF Annotations' signals
+    hold time-stamped annotation lists: `+onset[\\x15duration]\\x14text\\x14...\\x14\\x00`.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+        if len(head) < 256 or not head[:8].strip().isdigit() or not head[252:256].strip().isdigit():
+            raise UserError(f"{path} is not an EDF file (bad 256-byte header)")
+        ns = int(head[252:256])
+        sh = fh.read(256 * ns)
+    try:
+        return _read_edf(path, head, sh, ns, channels)
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{path}: malformed EDF header or data ({e}); is the file complete?") from None
+
+
+def _read_edf(path: Path, head: bytes, sh: bytes, ns: int, channels) -> EdfFile:
+    hdr_bytes = int(head[184:192])
+    n_rec = int(head[236:244])
+    rec_dur = float(head[244:252])
+
+    def fld(base: int, width: int) -> list[str]:
+        # header fields are stored field by field: all labels, then all transducers, ...; `base` is
+        # the field's start in units of ns bytes (label 0, transducer 16, dimension 96, pmin 104,
+        # pmax 112, dmin 120, dmax 128, prefiltering 136, samples per record 216, reserved 224)
+        return [sh[base * ns + i * width: base * ns + (i + 1) * width].decode("latin-1").strip() for i in range(ns)]
+    labels, dims = fld(0, 16), fld(96, 8)
+    pmin, pmax, dmin, dmax = ([float(v) for v in fld(b, 8)] for b in (104, 112, 120, 128))
+    nspr = [int(v) for v in fld(216, 8)]
+    rec_len = sum(nspr)
+    size = path.stat().st_size - hdr_bytes
+    have = size // (2 * rec_len) if rec_len else 0
+    n_rec = have if n_rec < 0 else min(n_rec, have)          # -1: unknown (recording not closed)
+    data = np.memmap(path, dtype="<i2", mode="r", offset=hdr_bytes, shape=(n_rec, rec_len)) if n_rec else \
+        np.zeros((0, rec_len), dtype="<i2")
+    starts = np.concatenate([[0], np.cumsum(nspr)])
+    is_ann = [lb == "EDF Annotations" for lb in labels]
+    sig_labels = [lb for lb, a in zip(labels, is_ann) if not a]
+    want = sig_labels if channels is None else list(channels)
+    low = {lb.lower(): i for i, lb in enumerate(labels)}
+    signals, fs, units = {}, {}, {}
+    for i, lb in enumerate(labels):
+        if not is_ann[i]:
+            fs[lb] = nspr[i] / rec_dur if rec_dur > 0 else float("nan")
+            units[lb] = dims[i]
+    if want and head[192:197] == b"EDF+D":
+        raise UserError(f"{path} is discontinuous EDF+ (EDF+D): its records are not back to back, so its "
+                        "signals cannot be read as one series here; only its annotations can (channels=[]).")
+    for lb in want:
+        i = low.get(lb.lower())
+        if i is None or is_ann[i]:
+            raise UserError(f"{path} has no signal {lb!r}; it holds {sig_labels}")
+        d = np.asarray(data[:, starts[i]:starts[i + 1]], dtype=np.float64).ravel()
+        scale = (pmax[i] - pmin[i]) / (dmax[i] - dmin[i]) if dmax[i] != dmin[i] else 1.0
+        signals[labels[i]] = (d - dmin[i]) * scale + pmin[i]
+    annotations = []
+    for i in np.flatnonzero(is_ann):
+        raw = np.ascontiguousarray(data[:, starts[i]:starts[i + 1]]).tobytes()
+        for tal in raw.split(b"\x00"):      # NULs end each TAL and pad the rest of the record
+            if not tal:
+                continue
+            parts = tal.split(b"\x14")
+            timing = parts[0].split(b"\x15")
+            onset = float(timing[0])         # a malformed onset raises: reported as a malformed file
+            dur = float(timing[1]) if len(timing) > 1 and timing[1] else None
+            for text in parts[1:]:
+                if text:                                   # the empty first text is the record's time stamp
+                    annotations.append((onset, dur, text.decode("utf-8", errors="replace")))
+    del data
+    return EdfFile(sig_labels, fs, signals, units, annotations, rec_dur, n_rec)
+
+
+# --------------------------------------------------------------------------- fetching raw files
+def _raw_hint(name: str, url: str, folder: Path, page: str, what: str) -> str:
+    via = f" (tried through the mirror as {mirrored(url)})" if mirrored(url) != url else ""
+    return (f"Could not download {url}{via}.\nTo install {name} by hand, download {page} and put {what} into\n"
+            f"  {folder}\n(or set TS_DATA_DIR to a folder holding raw/{name}/, or TS_DATA_MIRROR to a mirror).")
+
+
+def _physionet_hint(name: str, url: str, db: str, version: str, folder: Path, paths: list[str]) -> str:
+    shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+    return _raw_hint(name, url, folder, f"the files of https://physionet.org/content/{db}/{version}/",
+                     f"them, keeping their sub-folders ({shown})")
+
+
+def _physionet_listing(name: str, db: str, version: str, folder: Path, wanted: list[str]) -> dict:
+    """{path: sha256} of every file of a PhysioNet database version (its published SHA256SUMS.txt)."""
+    dest = folder / "SHA256SUMS.txt"
+    if not dest.exists():
+        url = f"{PHYSIONET}/{db}/{version}/SHA256SUMS.txt"
+        try:
+            download(url, dest, expect="any")
+        except (DownloadError, OSError) as e:
+            raise DownloadError(f"{e}\n" + _physionet_hint(name, url, db, version, folder, wanted)) from None
+    out = {}
+    for line in dest.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+            out[parts[1].strip().lstrip("*")] = parts[0]
+    if not out:
+        dest.unlink(missing_ok=True)
+        raise DownloadError(f"{name}: {dest.name} from PhysioNet lists no files; it was removed, try again.")
+    return out
+
+
+def _fetch_physionet(name: str, db: str, version: str, folder: Path, paths: list[str]) -> None:
+    """Make sure the given database paths are in `folder`; each download is checked against the
+    SHA-256 PhysioNet publishes for it. Files already there are used as they are."""
+    import concurrent.futures
+    import io
+
+    missing = [p for p in paths if not (folder / p).exists()]
+    if not missing:
+        return
+    with _locked(folder):
+        missing = [p for p in paths if not (folder / p).exists()]
+        if not missing:
+            return
+        sums = _physionet_listing(name, db, version, folder, missing)
+        unknown = [p for p in missing if p not in sums]
+        if unknown:
+            raise DownloadError(f"{name}: {unknown[:5]} are not files of PhysioNet {db} {version}.")
+
+        def one(p: str) -> None:
+            url = f"{PHYSIONET}/{db}/{version}/{p}"
+            dest = folder / p
+            try:
+                digest = download(url, dest, expect="any")
+            except (DownloadError, OSError) as e:
+                raise DownloadError(f"{e}\n" + _physionet_hint(name, url, db, version, folder, missing)) from None
+            if digest != sums[p]:
+                dest.unlink(missing_ok=True)
+                raise DownloadError(f"{url}: SHA-256 {digest[:12]}... differs from PhysioNet's listing "
+                                    f"({sums[p][:12]}...); the file was removed. Try again, or check the mirror.")
+
+        err = sys.stderr
+        quiet = len(missing) > 10           # many small files: one progress line, not one per file
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8 if quiet else 1) as pool:
+                futs = [pool.submit(one, p) for p in missing]
+                try:
+                    for k, fut in enumerate(concurrent.futures.as_completed(futs), 1):
+                        fut.result()
+                        if quiet and (k % 200 == 0 or k == len(missing)):
+                            print(f"  {name}: {k}/{len(missing)} files", file=err, flush=True)
+                except BaseException:
+                    for f in futs:                 # first failure: do not start the rest
+                        f.cancel()
+                    raise
+
+
+def _extract_matching(zpath: Path, member_re: re.Pattern, out_dir: Path, depth: int = 0) -> int:
+    """Extract the members whose path matches member_re into out_dir (flat, by base name); a zip
+    that holds none but holds zips is searched one level down (UCI nests PAMAP2's zip)."""
+    with zipfile.ZipFile(zpath) as zf:
+        names = zf.namelist()
+        for nm in names:
+            p = nm.replace("\\", "/")
+            if p.startswith("/") or (len(p) > 1 and p[1] == ":") or ".." in p.split("/"):
+                raise DownloadError(f"{zpath.name} holds an unsafe path {nm!r}; refusing to extract it.")
+        members = [nm for nm in names if member_re.search(nm.replace("\\", "/"))]
+        if not members and depth == 0:
+            count = 0
+            for inner in (nm for nm in names if nm.lower().endswith(".zip")):
+                fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".inner.", suffix=".zip")
+                try:
+                    with os.fdopen(fd, "wb") as dst, zf.open(inner) as src:
+                        shutil.copyfileobj(src, dst)
+                    count += _extract_matching(Path(tmp), member_re, out_dir, depth + 1)
+                finally:
+                    os.unlink(tmp)
+            return count
+        bases = [m.replace("\\", "/").rsplit("/", 1)[-1] for m in members]
+        if len(set(bases)) != len(bases):
+            raise DownloadError(f"{zpath.name}: several members share a file name: {sorted(bases)[:6]}")
+        tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".extract."))
+        try:                                           # all members first, then move them into place
+            for m, b in zip(members, bases):
+                with open(tmp / b, "wb") as dst, zf.open(m) as src:
+                    shutil.copyfileobj(src, dst)
+            for b in bases:
+                os.replace(tmp / b, out_dir / b)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return len(members)
+
+
+def _fetch_zip_members(name: str, url: str, folder: Path, member_re: str, file_re: str, example: str) -> list[Path]:
+    """Files named like file_re in folder (placed by hand or extracted before); else download the
+    archive (a checked zip) and extract the members matching member_re."""
+    def found():
+        return sorted(p for p in folder.iterdir() if re.fullmatch(file_re, p.name)) if folder.is_dir() else []
+    if found():
+        return found()
+    target = folder / urlsplit(url).path.rsplit("/", 1)[-1].replace("+", "_")
+    with _locked(folder):
+        if not found():
+            if not target.exists():
+                try:
+                    download(url, target, expect="zip")
+                except (DownloadError, OSError) as e:
+                    raise DownloadError(f"{e}\n" + _raw_hint(name, url, folder, "that zip", f"it (as {target.name}), "
+                                                            f"or the files like {example} taken from it,")) from None
+            try:
+                _extract_matching(target, re.compile(member_re), folder)
+            except (zipfile.BadZipFile, zlib.error, OSError) as e:
+                target.unlink(missing_ok=True)
+                raise DownloadError(f"{target.name} could not be read ({e}); it was removed.") from None
+    if not found():
+        raise DownloadError(f"{name}: {target} holds no files matching {member_re!r}; is it the right archive?")
+    return found()
+
+
+# --------------------------------------------------------------------------- splits by subject
+def _subject_holdout(subjects, fraction: float, seed: int) -> set:
+    """A seeded random set of about `fraction` of the distinct subjects (at least one, never all)."""
+    subs = sorted(set(subjects))
+    if fraction <= 0 or len(subs) < 2:
+        return set()
+    k = min(max(1, int(round(fraction * len(subs)))), len(subs) - 1)
+    rng = np.random.default_rng(seed)
+    return {subs[i] for i in rng.choice(len(subs), size=k, replace=False)}
+
+
+def _windowed(name, parts: dict, seed: int) -> Dataset:
+    """parts: split -> (X, labels as strings, subject per window). Refuses a subject on two sides."""
+    seen: dict = {}
+    for split, (_, _, subj) in parts.items():
+        for s in set(subj):
+            if s in seen and seen[s] != split:
+                raise UserError(f"{name}: subject {s} would be in both {seen[s]} and {split}")
+            seen[s] = split
+    (Xtr, ytr, _), (Xva, yva, _), (Xte, yte, _) = parts["train"], parts["val"], parts["test"]
+    ds = _assemble(name, Xtr, ytr, Xte, yte, Xva, yva, seed=seed)
+    return replace(ds, subjects={k: np.asarray(v[2]) for k, v in parts.items()})
+
+
+def _split_blocks(blocks: list, val_subjects: set, test_subjects: set) -> dict:
+    """blocks: [(X (k, C, L), labels (k,), subject)], one per recording. Returns split -> (X, labels,
+    subject per window). The list is emptied as the splits are built, so the windows are held
+    about once, not twice, in memory."""
+    shape = blocks[0][0].shape[1:]
+    side = lambda s: "test" if s in test_subjects else "val" if s in val_subjects else "train"  # noqa: E731
+    out = {}
+    for split in ("test", "val", "train"):
+        mine = [b for b in blocks if side(b[2]) == split]
+        blocks[:] = [b for b in blocks if side(b[2]) != split]
+        X = np.concatenate([b[0] for b in mine]) if mine else np.zeros((0,) + shape, np.float32)
+        y = np.array([v for b in mine for v in b[1]], dtype=object)
+        out[split] = (X, y, np.array([b[2] for b in mine for _ in range(len(b[0]))], dtype=str))
+        del mine
+    return out
+
+
+# --------------------------------------------------------------------------- Apnea-ECG (LEAVES)
+def apnea_windows(ecg: np.ndarray, ann: Annotations, fs: float = 100.0) -> tuple[np.ndarray, list]:
+    """One-minute windows starting at each per-minute label ('A' apnea, 'N' normal); a window that
+    would run past the end of the recording is dropped. Returns (K, 1, 60 fs), labels."""
+    L = int(round(60 * fs))
+    keep = [(s, sym) for s, sym in zip(ann.sample.tolist(), ann.symbol) if sym in ("A", "N") and 0 <= s and s + L <= len(ecg)]
+    X = np.stack([ecg[s:s + L] for s, _ in keep])[:, None, :] if keep else np.zeros((0, 1, L), np.float32)
+    return X.astype(np.float32), ["apnea" if sym == "A" else "normal" for _, sym in keep]
+
+
+def load_apnea_ecg(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """PhysioNet apnea-ecg: 1-min single-lead ECG windows at 100 Hz, apnea vs normal.
+
+    Train = the release's learning set (a, b, c records), test = its test set (x records); the
+    validation records are a seeded `val_fraction` of the learning records. PhysioNet does not say
+    which records (if any) come from the same person, so records stand in for subjects.
+    """
+    folder = home / "raw" / "Apnea-ECG"
+    recs = APNEA_TRAIN + APNEA_TEST
+    _fetch_physionet("Apnea-ECG", "apnea-ecg", APNEA_VERSION, folder,
+                     [f"{r}.{e}" for r in recs for e in ("hea", "dat", "apn")])
+    blocks = []
+    for r in recs:
+        sig, h = read_wfdb(folder / r)
+        X, y = apnea_windows(sig[0], read_wfdb_annotations(folder / f"{r}.apn"), h.fs)
+        blocks.append((X, y, r))
+    val = _subject_holdout(APNEA_TRAIN, val_fraction, seed)
+    return _windowed("Apnea-ECG", _split_blocks(blocks, val, set(APNEA_TEST)), seed)
+
+
+# --------------------------------------------------------------------------- Sleep-EDF (LEAVES)
+def sleep_epoch_labels(annotations: list, n_epochs: int, epoch: float = 30.0) -> np.ndarray:
+    """Per-epoch stage names from hypnogram annotations (onset, duration, text); '' = unscored,
+    unknown ('?') or movement. An annotation covers the epochs starting in [onset, onset + duration)."""
+    lab = np.full(n_epochs, "", dtype=object)
+    for onset, dur, text in annotations:
+        stage = SLEEP_STAGES.get(text.strip())
+        if stage is None or dur is None:
+            continue
+        a = int(np.ceil(onset / epoch - 1e-9))
+        b = min(n_epochs, int(np.ceil((onset + dur) / epoch - 1e-9)))
+        lab[a:b] = stage
+    return lab
+
+
+def sleep_keep(labels: np.ndarray, edge: int | None = None) -> np.ndarray:
+    """Indices of the epochs kept: from `edge` epochs before the first sleep epoch to `edge` after
+    the last (the wake-trimming of DeepSleepNet/TinySleepNet), scored epochs only."""
+    edge = SLEEP_WAKE_EDGE if edge is None else edge
+    sleep = np.flatnonzero(np.isin(labels, ["N1", "N2", "N3", "REM"]))
+    if len(sleep) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = max(0, sleep[0] - edge), min(len(labels) - 1, sleep[-1] + edge)
+    idx = np.arange(lo, hi + 1)
+    return idx[labels[idx] != ""]
+
+
+def load_sleep_edf(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """PhysioNet sleep-edfx, sleep-cassette subjects 0-19 (Sleep-EDF-20): Fpz-Cz EEG at 100 Hz in
+    30-s epochs, five stages (W, N1, N2, N3 = R&K S3+S4, REM), at most 30 min of wake kept on each
+    side of the night's sleep. Test = the last 25% of subjects by ID; validation = a seeded
+    `val_fraction` of the other subjects."""
+    folder = home / "raw" / "Sleep-EDF"
+    pat = re.compile(r"(?:sleep-cassette/)?SC4(\d\d)(\d)E0-PSG\.edf")
+    hyp = re.compile(r"(?:sleep-cassette/)?SC4(\d\d)(\d)E.-Hypnogram\.edf")
+    def pairs(paths):
+        psg = {m.group(1, 2): p for p in paths if (m := pat.fullmatch(p)) and int(m.group(1)) < SLEEP_EDF_SUBJECTS}
+        hy = {m.group(1, 2): p for p in paths if (m := hyp.fullmatch(p))}
+        return {k: (psg[k], hy[k]) for k in sorted(psg) if k in hy}
+    local = [p.relative_to(folder).as_posix() for p in folder.rglob("SC4*.edf")] if folder.is_dir() else []
+    if local and not (folder / "SHA256SUMS.txt").exists():
+        nights = pairs(local)                          # placed by hand: used as they are
+    else:                                              # the listing names the nights and hypnograms
+        with _locked(folder):
+            nights = pairs(list(_physionet_listing("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder,
+                                                   ["sleep-cassette/SC4001E0-PSG.edf", "sleep-cassette/SC4001EC-Hypnogram.edf"])))
+        _fetch_physionet("Sleep-EDF", "sleep-edfx", SLEEP_EDF_VERSION, folder, [p for v in nights.values() for p in v])
+    if not nights:
+        raise UserError(f"Sleep-EDF: no sleep-cassette PSG/hypnogram pairs of subjects 0-{SLEEP_EDF_SUBJECTS - 1} "
+                        f"found in {folder}")
+    blocks = []
+    for (subj, _night), (psg, hypno) in nights.items():
+        edf = read_edf(folder / psg, ["EEG Fpz-Cz"])
+        label = next(iter(edf.signals))
+        if edf.fs[label] != 100:
+            raise UserError(f"{psg}: EEG Fpz-Cz is sampled at {edf.fs[label]} Hz, expected 100 Hz")
+        sig = edf.signals[label]
+        n_ep = len(sig) // 3000
+        lab = sleep_epoch_labels(read_edf(folder / hypno, []).annotations, n_ep)
+        keep = sleep_keep(lab)
+        blocks.append((sig[: n_ep * 3000].reshape(n_ep, 1, 3000)[keep].astype(np.float32), lab[keep].tolist(), subj))
+    subs = sorted({b[2] for b in blocks})
+    n_test = max(1, int(round(SLEEP_EDF_TEST_FRACTION * len(subs))))
+    test = set(subs[-n_test:])
+    val = _subject_holdout([s for s in subs if s not in test], val_fraction, seed)
+    return _windowed("Sleep-EDF", _split_blocks(blocks, val, test), seed)
+
+
+# --------------------------------------------------------------------------- PTB-XL (LEAVES)
+def ptbxl_superclasses(scp_codes: dict, diagnostic_class: dict) -> list[str]:
+    """The diagnostic superclasses of one record: those of its SCP codes that are diagnostic
+    statements (any likelihood, as in the PTB-XL example code), sorted and unique."""
+    return sorted({diagnostic_class[c] for c in scp_codes if c in diagnostic_class})
+
+
+def load_ptbxl(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """PhysioNet ptb-xl: 10-s 12-lead ECGs at 100 Hz (records100/), the records with exactly one of the
+    five diagnostic superclasses (NORM, MI, STTC, CD, HYP). Split by the release's recommended
+    patient-wise folds: strat_fold 1-8 train, 9 validation, 10 test (val_fraction is not used)."""
+    import ast
+    import csv
+
+    folder = home / "raw" / "PTB-XL"
+    _fetch_physionet("PTB-XL", "ptb-xl", PTBXL_VERSION, folder, ["ptbxl_database.csv", "scp_statements.csv"])
+    with open(folder / "scp_statements.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    col = {c: i for i, c in enumerate(rows[0])}
+    diag = {r[0]: r[col["diagnostic_class"]] for r in rows[1:]
+            if r[col["diagnostic"]].strip() not in ("", "0", "0.0") and r[col["diagnostic_class"]] in PTBXL_SUPERCLASSES}
+    with open(folder / "ptbxl_database.csv", newline="", encoding="utf-8") as fh:
+        db = list(csv.DictReader(fh))
+    need = {"scp_codes", "patient_id", "strat_fold", "filename_lr"}
+    if not db or not need <= set(db[0]) or not {"diagnostic", "diagnostic_class"} <= set(col):
+        raise UserError(f"PTB-XL: {folder}/ptbxl_database.csv needs columns {sorted(need)} and scp_statements.csv "
+                        "the columns diagnostic, diagnostic_class; are these the PhysioNet files?")
+    recs = []
+    for r in db:
+        classes = ptbxl_superclasses(ast.literal_eval(r["scp_codes"]), diag)
+        if len(classes) == 1:
+            recs.append((r["filename_lr"], classes[0], str(int(float(r["patient_id"]))), int(r["strat_fold"])))
+    _fetch_physionet("PTB-XL", "ptb-xl", PTBXL_VERSION, folder, [f"{f}.{e}" for f, *_ in recs for e in ("hea", "dat")])
+    split_of = lambda fold: "train" if fold <= 8 else "val" if fold == 9 else "test"   # noqa: E731
+    recs.sort(key=lambda r: ["train", "val", "test"].index(split_of(r[3])))           # splits become slices
+    X = np.empty((len(recs), 12, 1000), dtype=np.float32)
+    for i, (f, *_) in enumerate(recs):
+        x, _ = read_wfdb(folder / f)
+        if x.shape != X.shape[1:]:
+            raise UserError(f"PTB-XL {f}: shape {x.shape}, expected 12 leads x 1000 samples (10 s at 100 Hz)")
+        X[i] = x
+    parts, at = {}, 0
+    for split in ("train", "val", "test"):
+        mine = [r for r in recs if split_of(r[3]) == split]
+        parts[split] = (X[at:at + len(mine)], np.array([r[1] for r in mine], dtype=object),
+                        np.array([r[2] for r in mine], dtype=str))
+        at += len(mine)
+    return _windowed("PTB-XL", parts, seed)
+
+
+# --------------------------------------------------------------------------- PAMAP2 (LEAVES)
+def read_uci_text(path, n_cols: int) -> np.ndarray:
+    """Whitespace-separated numbers ('NaN' allowed), n_cols per line -> (rows, n_cols) float64."""
+    raw = Path(path).read_bytes()
+    try:                                     # numpy's C parser; its text mode is not deprecated
+        vals = np.fromstring(raw.decode("ascii", errors="replace"), sep=" ")
+    except ValueError as e:
+        raise UserError(f"{path}: not whitespace-separated numbers ({e})") from None
+    rows = raw.rstrip().count(b"\n") + 1 if raw.strip() else 0
+    if vals.size != rows * n_cols:
+        raise UserError(f"{path}: expected {n_cols} numbers on each of {rows} lines, read {vals.size}")
+    return vals.reshape(rows, n_cols)
+
+
+def interpolate_nans(x: np.ndarray) -> np.ndarray:
+    """Linear interpolation over time (axis 0) of each column's NaNs; ends take the nearest value;
+    a column with no value at all becomes 0."""
+    x = x.copy()
+    t = np.arange(len(x))
+    for j in range(x.shape[1]):
+        bad = np.isnan(x[:, j])
+        if bad.all():
+            x[:, j] = 0.0
+        elif bad.any():
+            x[bad, j] = np.interp(t[bad], t[~bad], x[~bad, j])
+    return x
+
+
+def activity_windows(labels: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """Start indices of windows of `length` lying inside one run of a constant label, every `stride`
+    samples from the run's start."""
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    starts = []
+    for a, b in zip(np.r_[0, edges], np.r_[edges, len(labels)]):
+        starts.extend(range(a, b - length + 1, stride))
+    return np.array(starts, dtype=np.int64)
+
+
+def load_pamap2(home: Path, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """UCI PAMAP2 protocol recordings: 52 channels (heart rate + 3 IMUs x 17) at 100 Hz, NaNs linearly
+    interpolated (heart rate 9 -> 100 Hz); 10-s windows every 3 s inside one activity; the 12 protocol
+    activities. Subject 105 is validation, 106 test, the rest train (val_fraction is not used)."""
+    folder = home / "raw" / "PAMAP2"
+    files = _fetch_zip_members("PAMAP2", PAMAP2_URL, folder, r"(^|/)Protocol/subject1\d\d\.dat$", r"subject1\d\d\.dat",
+                               "subject101.dat (from its Protocol folder)")
+    blocks = []
+    for f in files:
+        a = read_uci_text(f, 54)
+        act = a[:, 1].astype(np.int64)
+        sig = interpolate_nans(a[:, 2:]).T.astype(np.float32)        # (52, T)
+        del a
+        act = np.where(np.isin(act, list(PAMAP2_ACTIVITIES)), act, 0)
+        st = activity_windows(act, 1000, 300)
+        st = st[act[st] != 0]
+        X = np.stack([sig[:, s:s + 1000] for s in st]) if len(st) else np.zeros((0, 52, 1000), np.float32)
+        blocks.append((X, [PAMAP2_ACTIVITIES[int(act[s])] for s in st], f.stem[-3:]))
+    return _windowed("PAMAP2", _split_blocks(blocks, {PAMAP2_VAL}, {PAMAP2_TEST}), seed)
+
+
+# --------------------------------------------------------------------------- continuous recordings (DynaCL)
+@dataclass
+class Recording:
+    subject: str
+    signals: np.ndarray      # (C, T) float32
+    labels: np.ndarray       # (T,) int64 class id per sample, -1 = unlabelled
+
+
+@dataclass
+class Recordings:
+    """Per-subject continuous recordings, split by subject: `train`, `val`, `test` lists."""
+    name: str
+    fs: float
+    channel_names: list
+    class_names: list
+    train: list
+    val: list
+    test: list
+
+    def __repr__(self) -> str:
+        n = lambda rs: f"{len(rs)} subjects, {sum(r.signals.shape[1] for r in rs) / self.fs / 3600:.1f} h"  # noqa: E731
+        return (f"Recordings({self.name!r} at {self.fs:g} Hz, {len(self.channel_names)} channels, "
+                f"{len(self.class_names)} classes: train {n(self.train)}; val {n(self.val)}; test {n(self.test)})")
+
+
+def rhythm_labels(ann: Annotations, n: int, rhythms=AFDB_RHYTHMS) -> np.ndarray:
+    """Per-sample class id of the rhythm in force: each rhythm annotation ('(AFIB', ...) holds until
+    the next one. Before the first one, and for rhythms not in `rhythms`, the label is -1."""
+    lab = np.full(n, -1, dtype=np.int64)
+    marks = sorted((s, a.strip()[1:]) for s, a in zip(ann.sample.tolist(), ann.aux) if a.strip().startswith("("))
+    for s, r in marks:                       # in time order, each overwrites everything after it
+        lab[max(s, 0):] = rhythms.index(r) if r in rhythms else -1
+    return lab
+
+
+def read_harth_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """One HARTH subject file -> (6, T) float32 back_x/y/z, thigh_x/y/z in g, and (T,) raw label codes.
+    Columns are found by name (some files carry an extra index column)."""
+    with open(path, encoding="utf-8") as fh:
+        cols = [c.strip().strip('"') for c in fh.readline().split(",")]
+    want = ["back_x", "back_y", "back_z", "thigh_x", "thigh_y", "thigh_z", "label"]
+    if not set(want) <= set(cols):
+        raise UserError(f"{path}: expected columns {want}, found {cols}")
+    if "timestamp" in cols:                    # the loaders assume 50 Hz: check the first 200 time stamps
+        import datetime
+        import itertools
+        with open(path, encoding="utf-8") as fh:
+            stamps = [datetime.datetime.fromisoformat(ln.split(",")[cols.index("timestamp")].strip().strip('"'))
+                      for ln in itertools.islice(fh, 1, 201) if ln.strip()]
+        if len(stamps) > 2:
+            step = float(np.median(np.diff([t.timestamp() for t in stamps])))
+            if abs(step - 0.02) > 0.002:
+                raise UserError(f"{path}: samples are {step * 1000:.1f} ms apart; HARTH is 50 Hz (20 ms)")
+    try:
+        a = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[cols.index(c) for c in want], dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise UserError(f"{path}: cannot read the values ({e})") from None
+    return a[:, :6].T.astype(np.float32), a[:, 6].astype(np.int64)
+
+
+def _load_harth(home: Path) -> tuple[list, dict]:
+    folder = home / "raw" / "HARTH"
+    files = _fetch_zip_members("HARTH", HARTH_URL, folder, r"(^|/)S\d{3}\.csv$", r"S\d{3}\.csv", "S006.csv")
+    codes = list(HARTH_CODES)
+    lut = np.full(max(codes) + 1, -1, dtype=np.int64)
+    lut[codes] = np.arange(len(codes))
+    recs = []
+    for f in files:
+        sig, code = read_harth_csv(f)
+        lab = np.where((code >= 0) & (code < len(lut)), lut[np.clip(code, 0, len(lut) - 1)], -1)
+        recs.append(Recording(f.stem, sig, lab))
+    return recs, dict(fs=50.0, channel_names=["back_x", "back_y", "back_z", "thigh_x", "thigh_y", "thigh_z"],
+                      class_names=list(HARTH_CODES.values()))
+
+
+def _load_afdb(home: Path) -> tuple[list, dict]:
+    folder = home / "raw" / "AFDB"
+    _fetch_physionet("AFDB", "afdb", AFDB_VERSION, folder, [f"{r}.{e}" for r in AFDB_RECORDS for e in ("hea", "dat", "atr")])
+    recs, names = [], None
+    for r in AFDB_RECORDS:
+        sig, h = read_wfdb(folder / r)
+        if h.fs != 250:
+            raise UserError(f"AFDB {r}: {h.fs} Hz, expected 250 Hz")
+        names = names or [s["name"] for s in h.signals]
+        recs.append(Recording(r, sig, rhythm_labels(read_wfdb_annotations(folder / f"{r}.atr"), sig.shape[1])))
+    return recs, dict(fs=250.0, channel_names=names, class_names=list(AFDB_RHYTHMS))
+
+
+def load_recordings(name: str, data_dir=None, test_fraction: float = 0.2, val_fraction: float = 0.0,
+                    seed: int = 0) -> Recordings:
+    """Continuous labelled recordings per subject, for methods that frame them themselves (DynaCL).
+
+    HARTH: 6 accelerometer channels at 50 Hz, 12 activities. AFDB: 2 ECG leads at 250 Hz, rhythm
+    labels AFIB, AFL, J, N per sample. Subjects sorted by ID: the last `test_fraction` are test (as
+    DynaCL's 80/20); `val_fraction` of the remaining subjects, drawn with `seed`, are validation.
+    """
+    name = _resolve_name(name)
+    if name not in ("HARTH", "AFDB"):
+        raise UserError(f"{name} is not a continuous-recording dataset (HARTH, AFDB are); use load_dataset({name!r})")
+    if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
+        raise UserError(f"test_fraction must be in (0, 1) and val_fraction in [0, 1); got {test_fraction}, {val_fraction}")
+    recs, meta = (_load_harth if name == "HARTH" else _load_afdb)(data_home(data_dir))
+    recs = sorted(recs, key=lambda r: r.subject)
+    if len(recs) < 2:
+        raise UserError(f"{name}: {len(recs)} recording found; a subject split needs at least two")
+    n_test = min(max(1, int(round(test_fraction * len(recs)))), len(recs) - 1)
+    test = recs[-n_test:]
+    val_s = _subject_holdout([r.subject for r in recs[:-n_test]], val_fraction, seed)
+    train = [r for r in recs[:-n_test] if r.subject not in val_s]
+    val = [r for r in recs[:-n_test] if r.subject in val_s]
+    return Recordings(name, meta["fs"], meta["channel_names"], meta["class_names"], train, val, test)
+
+
+def _recordings_only(name):
+    def loader(home, val_fraction=0.2, seed=0):
+        raise UserError(f"{name} is a set of continuous recordings, not of windows: use "
+                        f"data.load_recordings({name!r}) (DynaCL frames them itself).")
+    return loader
+
+
+RAW["Apnea-ECG"]["loader"] = load_apnea_ecg
+RAW["Sleep-EDF"]["loader"] = load_sleep_edf
+RAW["PTB-XL"]["loader"] = load_ptbxl
+RAW["PAMAP2"]["loader"] = load_pamap2
+RAW["HARTH"]["loader"] = _recordings_only("HARTH")
+RAW["AFDB"]["loader"] = _recordings_only("AFDB")
+# =========================================================================== end of raw recordings
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def test_registry_sizes_and_unknown_names():
     with pytest.raises(ValueError, match="SleepEEG"):
         data.load_dataset("SleepEG")
     assert data._resolve_name("gunpoint") == "GunPoint"
-    with pytest.raises(ValueError, match="loader is not written yet"):
+    with pytest.raises(ValueError, match="load_recordings"):
         data.load_dataset("HARTH")
 
 
