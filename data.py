@@ -863,22 +863,18 @@ def _assemble(name, Xtr, ytr, Xte, yte, Xva=None, yva=None, val_fraction=0.2, se
             if task != "regression" and any(v is None for v in y):
                 raise UserError(f"{name} {split}: the file has no class labels (@classLabel false); "
                                  "these methods evaluate on labelled data.")
-    if Xva is not None and len(Xva):                   # validation never shares a series with test
+    if Xva is not None and len(Xva):                   # a release's validation split is not its test split
         in_test = {r.tobytes() for r in np.ascontiguousarray(Xte, dtype=np.float32).reshape(len(Xte), -1)}
         dup = np.array([r.tobytes() in in_test for r in
                         np.ascontiguousarray(Xva, dtype=np.float32).reshape(len(Xva), -1)])
-        if dup.any():
-            print(f"note: {name}: {int(dup.sum())} of {len(Xva)} validation series also appear in the test "
-                  "split; " + ("the release's validation split is its test split, so a validation split is "
-                               "carved from train instead" if dup.all() else "they are dropped from validation"),
-                  file=sys.stderr)
-            if dup.all():
-                Xva = yva = None
-                (lengths or {}).pop("val", None)
-            else:
-                Xva, yva = Xva[~dup], np.asarray(yva, dtype=object)[~dup]
-                if lengths and "val" in lengths:
-                    lengths["val"] = np.asarray(lengths["val"])[~dup]
+        if dup.all():                                  # e.g. TF-C Gesture: val.pt holds test.pt's series
+            print(f"note: {name}: every validation series also appears in the test split, so validation "
+                  "is carved from train instead", file=sys.stderr)
+            Xva = yva = None
+            (lengths or {}).pop("val", None)
+        elif dup.any():                                # identical series (flat segments, say): kept
+            print(f"note: {name}: {int(dup.sum())} of {len(Xva)} validation series are identical to test "
+                  "series", file=sys.stderr)
     chans = {s: X.shape[1] for s, X in (("train", Xtr), ("test", Xte), ("val", Xva)) if X is not None}
     if len(set(chans.values())) > 1:
         raise UserError(f"{name}: the splits have different channel counts {chans}; every split must "

@@ -122,15 +122,19 @@ def _assert_val_apart_from_test(ds):
     assert not any(r.tobytes() in test_rows for r in ds.X_val.reshape(len(ds.X_val), -1))
 
 
-def test_validation_series_also_in_test_are_dropped(tmp_path, capsys):
+def test_validation_split_equal_to_test_is_replaced(tmp_path, capsys):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 1, 8)), np.arange(30) % 2
     np.savez(tmp_path / "d.npz", X_train=X[:20], y_train=y[:20], X_val=X[20:26], y_val=y[20:26],
-             X_test=np.concatenate([X[20:23], X[26:]]), y_test=np.concatenate([y[20:23], y[26:]]))
+             X_test=X[20:26][::-1], y_test=y[20:26][::-1])          # the same series, reordered
     ds = data.load_dataset(str(tmp_path / "d.npz"))
-    assert len(ds.X_train) == 20 and len(ds.X_val) == 3 and len(ds.X_test) == 7   # 3 of 6 were test series
+    assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (16, 4, 6)      # 20% of 20, stratified
     _assert_val_apart_from_test(ds)
-    assert "3 of 6 validation series also appear in the test split" in capsys.readouterr().err
+    assert "carved from train" in capsys.readouterr().err
+    np.savez(tmp_path / "p.npz", X_train=X[:20], y_train=y[:20], X_val=X[20:26], y_val=y[20:26],
+             X_test=np.concatenate([X[20:23], X[26:]]), y_test=np.concatenate([y[20:23], y[26:]]))
+    ds = data.load_dataset(str(tmp_path / "p.npz"))
+    assert len(ds.X_val) == 6 and "3 of 6 validation series are identical" in capsys.readouterr().err
 
 
 def test_pt_with_numpy_arrays_loads_without_pickle(tmp_path):
