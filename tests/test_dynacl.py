@@ -710,6 +710,20 @@ def test_prepare_zscores_every_split_with_train_statistics(monkeypatch):
     assert abs(st.x_test.mean()) > 5                          # test keeps its offset from train
 
 
+def test_defaults_are_the_papers(monkeypatch):
+    """App. C / Sec. 4 values: tau 0.5, margin 5, threshold 0.4, batch 8, AdamW lr 1e-3, widths
+    128/64/32 (App. A); SleepEEG sequences of T = 300 when --seq-len is not given."""
+    a = m.Args()
+    assert (a.temperature, a.margin, a.threshold, a.batch_size, a.lr) == (0.5, 5.0, 0.4, 8, 1e-3)
+    assert m.parse_widths(a.widths) == (128, 64, 32)
+    n = 3000
+    y = np.repeat(np.arange(5), n // 5)
+    X = np.random.default_rng(0).standard_normal((n, 1, 200)).astype(np.float32)
+    ds = m.data._assemble("SleepEEG", X, y, X[10:20], y[10:20], X[:10], y[:10])
+    monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
+    assert m.prepare(m.Args(), 1).seq_train.shape[1:] == (300, 178)
+
+
 def test_stored_order_keeps_rows(monkeypatch):
     n = 64
     y = np.arange(n) % 2
