@@ -331,6 +331,53 @@ def test_dynacl_loss_is_plain_mp_xent_on_unmasked_input():
         assert torch.allclose(loss, m.mp_xent(net(x), 0.3, neg)) and list(terms) == ["mp_xent"]
 
 
+def naive_pseudo_labels(x, thr):
+    """Sec. 3.2 per instance: Y_t = 0 if cos(x_t, x_t+1) >= thr, else 1; no successor -> 1."""
+    B, T, _ = x.shape
+    return torch.tensor([[0.0 if t + 1 < T and _cos(x[b, t], x[b, t + 1]) >= thr else 1.0 for t in range(T)]
+                         for b in range(B)], dtype=torch.float64)
+
+
+def test_dynacl_m_uses_its_own_tau_margin_gamma_threshold_and_weight():
+    """training_loss passes --temperature, --margin, --margin-gamma and --threshold (not the
+    defaults) to Eq. (2)/(5) and the pseudo-labels, checked against the naive loops; mask 0 so
+    the result is deterministic."""
+    torch.manual_seed(0)
+    x = rand_z(3, 6, Fd=7, seed=21)
+    net = m.Encoder(7, (8, 6, 4)).double()
+    proj = m.Projector(7, 4).double()
+    cos = [_cos(x[b, t], x[b, t + 1]) for b in range(3) for t in range(5)]
+    thr = float(np.mean(sorted(cos)[7:9]))                    # between two cosines: no tie at the threshold
+    assert not torch.equal(naive_pseudo_labels(x, thr), naive_pseudo_labels(x, 0.4))   # the flag matters
+    hp = dict(temperature=0.4, margin=2.0, margin_gamma=0.3, threshold=thr, projector="frozen")
+    for neg in ("batch", "sequence"):
+        for mse, margin_term in ((False, True), (True, True), (True, False)):
+            args = m.Args(dataset="synthetic", variant="dynacl-m", negatives=neg, mse=mse, margin_term=margin_term, **hp)
+            loss, _ = m.training_loss(net, x, args, proj, 0.25, 0.0)
+            z = net(x).detach()
+            c = (naive_margin(z, naive_pseudo_labels(x, thr), 0.4, 2.0, 0.3, neg) if margin_term
+                 else naive_mp_xent(z, 0.4, neg))
+            want = 0.25 * ((z - proj(x)) ** 2).mean().item() + 0.75 * c if mse else c
+            assert abs(loss.item() - want) < 1e-9, (neg, mse, margin_term)
+
+
+def test_pretrain_resolves_dynacl_m_presets_and_explicit_values(monkeypatch):
+    """Deviation 3 presets (the authors' runs: SleepEEG w 0.4 p 0.3, HARTH w 1e-30 p 1e-5 (App. C),
+    ECG w 1 p 0.3, others as SleepEEG) reach training_loss; explicit 0 is a value, not 'preset'."""
+    seqs = _stream_seqs(T=4, S=4, D=3)
+    seen = []
+    real = m.training_loss
+    monkeypatch.setattr(m, "training_loss", lambda net, x, args, proj, w, p: seen.append((w, p)) or real(net, x, args, proj, w, p))
+    cases = [("SleepEEG", {}, (0.4, 0.3)), ("HARTH", {}, (1e-30, 1e-5)), ("AFDB", {}, (1.0, 0.3)),
+             ("Gesture", {}, (0.4, 0.3)), ("SleepEEG", dict(mse_weight=0.0, mask_fraction=0.0), (0.0, 0.0)),
+             ("HARTH", dict(mse_weight=0.7, mask_fraction=0.5), (0.7, 0.5))]
+    for name, kw, want in cases:
+        seen.clear()
+        _, _, _, stats = m.pretrain(seqs, m.Args(variant="dynacl-m", **dict(TINY, epochs=1, **kw)), torch.device("cpu"), name)
+        assert seen and set(seen) == {want}, (name, kw, seen)
+        assert (stats["mse_weight"], stats["mask_fraction"]) == want
+
+
 # ------------------------------------------------------------------ encoder (App. A)
 def reference_encoder(net, x):
     """Per instance: h <- relu(batchnorm(W h + b)) three times, BatchNorm over all B*T instances
@@ -643,6 +690,38 @@ def test_prepare_sleepeeg_uses_178_features_and_block_split(monkeypatch):
     sd = X[:1900, 0, :178].std(0)
     assert np.allclose(st.x_train[0], (X[0, 0, :178] - mu) / sd, atol=1e-4)   # train rows' statistics
     assert np.array_equal(st.y_test, y[2400:])                 # the LAST blocks are test
+
+
+def test_prepare_zscores_every_split_with_train_statistics(monkeypatch):
+    """Non-SleepEEG path: the z-score is fitted on the train split only (deviation 8) and applied
+    to val and test, whose own statistics differ on purpose."""
+    rng = np.random.default_rng(3)
+    Xtr = (5 + 2 * rng.standard_normal((40, 1, 3))).astype(np.float32)
+    Xva = (1 + 3 * rng.standard_normal((10, 1, 3))).astype(np.float32)
+    Xte = (-20 + 7 * rng.standard_normal((12, 1, 3))).astype(np.float32)
+    y = lambda n: np.arange(n) % 2                             # noqa: E731
+    ds = m.data._assemble("toy", Xtr, y(40), Xte, y(12), Xva, y(10))
+    monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
+    st = m.prepare(m.Args(dataset="toy", order="stored", seq_len=4), 1)
+    a = ds.X_train[:, 0].astype(np.float64)
+    mu, sd = a.mean(0), a.std(0)
+    for got, X in ((st.x_train, ds.X_train), (st.x_val, ds.X_val), (st.x_test, ds.X_test)):
+        assert np.allclose(got, (X[:, 0] - mu) / sd, atol=1e-4)
+    assert abs(st.x_test.mean()) > 5                          # test keeps its offset from train
+
+
+def test_defaults_are_the_papers(monkeypatch):
+    """App. C / Sec. 4 values: tau 0.5, margin 5, threshold 0.4, batch 8, AdamW lr 1e-3, widths
+    128/64/32 (App. A); SleepEEG sequences of T = 300 when --seq-len is not given."""
+    a = m.Args()
+    assert (a.temperature, a.margin, a.threshold, a.batch_size, a.lr) == (0.5, 5.0, 0.4, 8, 1e-3)
+    assert m.parse_widths(a.widths) == (128, 64, 32)
+    n = 3000
+    y = np.repeat(np.arange(5), n // 5)
+    X = np.random.default_rng(0).standard_normal((n, 1, 200)).astype(np.float32)
+    ds = m.data._assemble("SleepEEG", X, y, X[10:20], y[10:20], X[:10], y[:10])
+    monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
+    assert m.prepare(m.Args(), 1).seq_train.shape[1:] == (300, 178)
 
 
 def test_stored_order_keeps_rows(monkeypatch):
