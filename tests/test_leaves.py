@@ -451,6 +451,21 @@ def test_pretrain_uses_the_resolved_temperature_and_module_sizes(monkeypatch):
         assert lv.knots == 8 and len(lv.mu) == len(lv.logits) == len(lv.sd_raw) == 12
 
 
+def test_each_player_gets_its_own_learning_rate(monkeypatch):
+    """Sec. 5.4: Adam for both players; --lr drives the encoder + projector, --view-lr the module
+    (distinct values here, so swapping them shows)."""
+    made = []
+    real_adam = m.torch.optim.Adam
+    monkeypatch.setattr(m.torch.optim, "Adam", lambda params, **kw: made.append(real_adam(params, **kw)) or made[-1])
+    x = m.minmax(np.random.default_rng(0).standard_normal((20, 1, 32)).astype(np.float32))
+    args = m.resolve(m.Args(dataset="synthetic", lr=2e-3, view_lr=7e-4, **TINY), "synthetic")
+    torch.manual_seed(0)
+    lv = m.pretrain(x, args, torch.device("cpu"), log=lambda s: None)[1]
+    model_opt, view_opt = made
+    assert model_opt.param_groups[0]["lr"] == 2e-3 and view_opt.param_groups[0]["lr"] == 7e-4
+    assert {id(p) for p in view_opt.param_groups[0]["params"]} == {id(p) for p in lv.parameters()}
+
+
 # ------------------------------------------------------------------ encoder
 def reference_resnet18_1d(enc, x):
     """ResNet-18-1D restated functionally from the paper's description, reading enc's weights by
