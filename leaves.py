@@ -207,7 +207,7 @@ def permute_segments(x: torch.Tensor, K: torch.Tensor, u: torch.Tensor | None = 
     """App. A Eq. (7): cut each series into n equal segments and shuffle them, n in [1, K].
 
     n = round(1 + (K - 1) u), u ~ U(0, 1) per series (Eq. 9), rounded straight-through. Segments
-    are floor(T / n) long, plus a shorter remainder segment when n does not divide T; all are
+    are floor(T / n) long, plus a remainder segment of T mod n steps (it can be the longest); all are
     shuffled, and all channels share the order. The shuffle is a gather along time, so x's
     gradient is exactly the inverse permutation. The gradient to n is the code's surrogate
     d out / d n = 1 / (C T) on every element (deviation 3). u, rank: fixed draws for tests.
@@ -219,7 +219,7 @@ def permute_segments(x: torch.Tensor, K: torch.Tensor, u: torch.Tensor | None = 
     n_int = n.detach().long()
     L = T // n_int                                            # (B,) segment length
     t = torch.arange(T, device=x.device)
-    seg = t[None, :] // L[:, None]                            # (B, T) segment of step t: 0..n (n = remainder)
+    seg = torch.minimum(t[None, :] // L[:, None], n_int[:, None])   # (B, T) segment of step t: 0..n (n = remainder)
     S = int(n_int.max()) + 1 if rank is None else rank.shape[1]
     j = torch.arange(S, device=x.device)
     lens = torch.where(j < n_int[:, None], L[:, None], 0)     # (B, S) n segments of L steps ...

@@ -200,8 +200,6 @@ def test_permutation_moves_whole_segments(T, n):
         assert torch.equal(out, x[:, 0].long())                                  # one segment: identity
 
 
-@pytest.mark.xfail(strict=True, reason="leaves.py bug (review): seg = t // L puts remainder steps in "
-                   "segments n+1, n+2, ... when T mod n > floor(T/n); crashes or duplicates columns")
 @pytest.mark.parametrize("T,n", [(11, 4), (16, 6), (100, 18)])
 def test_permutation_remainder_longer_than_a_segment(T, n):
     """App. A Eq. (7) with the spec's cut: n segments of floor(T/n) steps plus ONE remainder
