@@ -421,7 +421,10 @@ def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: f
     the columns l of its matrix and broadcasts Y along them, so every term of column l has Y_l.
     Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
       l_t = -log num / (sum_{k != t} x_tk + sum_{l != t-1} x_t-1,l - e_t,t-1)
-    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms."""
+    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms.
+    Like the official formula, the log's argument can reach 0 (NaN loss) when a row has only a few
+    terms and Y = 0 with near-identical neighbours: T < 5 with negatives="sequence". main refuses
+    that combination; the defaults (T = 300, B = 8) are far from it."""
     z = _check(z, negatives, need=3)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
     ya = y.reshape(u.shape[:2])[..., None].to(u.dtype)       # (B, T, 1): Y of the anchor-side a
@@ -756,6 +759,10 @@ def check_args(args: Args) -> None:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
     if args.seq_len and args.seq_len < 3:
         raise UserError(f"--seq-len {args.seq_len}: MP-Xent needs T >= 3 (an anchor and both neighbours)")
+    if (args.variant == "dynacl-m" and args.margin_term and args.negatives == "sequence"
+            and args.seq_len and args.seq_len < 5):
+        raise UserError(f"--seq-len {args.seq_len} with --negatives sequence: the margin term (Eq. 5) can "
+                        "take the log of 0 with fewer than 5 steps per sequence; use --seq-len 5 or more")
     if args.mse_weight > 1 or not (args.mask_fraction < 1):
         raise UserError("--mse-weight must be in [0, 1] and --mask-fraction in [0, 1) (negative = preset)")
     if args.run_mean < 1:

@@ -742,7 +742,8 @@ def test_stored_order_keeps_rows(monkeypatch):
     (dict(variant="simclr"), "--variant"), (dict(negatives="all"), "--negatives"),
     (dict(order="time"), "--order"), (dict(seq_len=2), "T >= 3"), (dict(temperature=0.0), "temperature"),
     (dict(mask_fraction=1.0), "mask-fraction"), (dict(widths="128,x"), "--widths"),
-    (dict(run_mean=0.5), "run-mean"), (dict(pseudo_labels="paper"), "--pseudo-labels")])
+    (dict(run_mean=0.5), "run-mean"), (dict(pseudo_labels="paper"), "--pseudo-labels"),
+    (dict(variant="dynacl-m", negatives="sequence", seq_len=4), "log of 0")])
 def test_bad_flags_are_user_errors(kw, msg):
     with pytest.raises(UserError, match=msg):
         m.main(m.Args(dataset="synthetic", **dict(TINY, **kw)))
