@@ -2,8 +2,8 @@
 AimTS: multi-source pre-training with prototypes and series images, then fine-tuning.
 
   AimTS: Augmented Series and Image Contrastive Learning for Time Series Classification.
-    Chen, Huang, Yang, Xu, Cai, Hu, ICDE 2025. Paper: https://arxiv.org/abs/2504.09993 (equation
-    numbers Eq. (1)-(12) follow arXiv v1). Official code: https://github.com/uang33/AimTS @ 4df9518
+    Chen, Huang, Cheng, Chen, Rao, Shu, Yang, Pan, Guo, 2025. Paper: https://arxiv.org/abs/2504.09993
+    (equation numbers Eq. (1)-(12) follow arXiv v1). Official code: https://github.com/uang33/AimTS @ 4df9518
     (it does not run as released: the series-image loss is called but defined nowhere, and the
     geodesic mixup is never called; this file implements the whole paper).
 
@@ -525,7 +525,7 @@ class ImageEncoder(nn.Module):
 
 
 # %% 5. Losses: Eq. (2)-(6) prototype contrast, Eq. (7)-(12) series-image contrast ---------------------
-def adaptive_tau(d: torch.Tensor, tau0: float = 1.0) -> torch.Tensor:
+def adaptive_tau(d: torch.Tensor, tau0: float) -> torch.Tensor:
     """Eq. (3): tau^(a,b) = tau0 + softmax_b(d^(a,b)) over the entries of anchor a's denominator in
     Eq. (4): the 2G - 1 other views, with the positive's distance set to -inf (so positives get
     exactly tau0). d (B, 2G, 2G) view distances -> tau (B, 2G, 2G); the self entry gets tau0 (unused).
@@ -562,7 +562,7 @@ def inter_prototype_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float = 1.0) -
     return F.cross_entropy(s, pos)
 
 
-def series_image_loss(u: torch.Tensor, v: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def series_image_loss(u: torch.Tensor, v: torch.Tensor, tau: float) -> torch.Tensor:
     """Eq. (7)-(8): image u_i against all series v_j (l^{I-S}) and series v_i against all images u_j
     (l^{S-I}), cosine similarity / tau, positive on the diagonal; the mean of the 2B terms."""
     u, v = F.normalize(u, dim=-1), F.normalize(v, dim=-1)
@@ -585,7 +585,7 @@ def geodesic_mixup(u: torch.Tensor, v: torch.Tensor, lam) -> torch.Tensor:
     return F.normalize(torch.where(theta < 1e-2, lerp, slerp), dim=-1)
 
 
-def mixup_loss(u: torch.Tensor, v: torch.Tensor, m: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def mixup_loss(u: torch.Tensor, v: torch.Tensor, m: torch.Tensor, tau: float) -> torch.Tensor:
     """Eq. (10)-(11): image anchor u_i (l^{I-mix}) and series anchor v_i (l^{S-mix}) against the mixes
     m_j of the batch, with the positive sim(u_i, v_i) in place of the anchor's own mix m_i
     (deviation 4). Cosine / tau; mean of the 2B terms."""
@@ -883,6 +883,10 @@ def plot_examples(source: Source, path, n: int = 3, seed: int = 0) -> None:
         ax[i, 1].imshow(img[i].permute(1, 2, 0).numpy(), interpolation="nearest")
         for k in range(len(AUGMENTATIONS)):
             ax[i, 2 + k].plot(views[k, i].numpy(), lw=0.8)
+        lo_i = min(float(np.nanmin(x[i].numpy())), float(views[:, i].min()))
+        hi_i = max(float(np.nanmax(x[i].numpy())), float(views[:, i].max()))
+        for j in [0] + list(range(2, cols)):                  # one y-scale per row: scaling shows
+            ax[i, j].set_ylim(lo_i - 0.05 * (hi_i - lo_i), hi_i + 0.05 * (hi_i - lo_i))
         for j in range(cols):
             ax[i, j].set_xticks([])
             ax[i, j].set_yticks([])
@@ -990,7 +994,7 @@ def main(args: Args) -> dict:
                         stats.get("pretrain_time_s", 0.0) + ft["time_s"], device,
                         extra={"pretrain": stats, "finetune_history": ft["history"]})
     if history:
-        plot_history(history, run_dir / "loss.png", f"AimTS pre-training, pool for {ds.name}")
+        plot_history(history, run_dir / "loss.png", f"AimTS pre-training for {ds.name} (x axis: step)")
         plot_examples(sources[0], run_dir / "examples.png")
     if args.save_model and history:
         save_checkpoint(run_dir / "encoder.pt", encoder.state_dict(), args)

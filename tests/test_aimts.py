@@ -45,6 +45,21 @@ def test_geodesic_mixup_properties():
     assert torch.allclose(mix, ref, atol=1e-8)               # Eq. (9) as printed
 
 
+def test_geodesic_mixup_exact_angles_small_and_large_any_shape():
+    thetas = torch.tensor([2e-3, 5e-3, 0.05, 0.3, 0.9, 2.0, 3.0], dtype=torch.float64)
+    e = torch.eye(8, dtype=torch.float64)
+    v = e[0].expand(7, 8)
+    u = torch.cos(thetas)[:, None] * e[0] + torch.sin(thetas)[:, None] * e[1]
+    lam = torch.tensor([0.5, 0.3, 0.9, 0.2, 0.7, 0.4, 0.6], dtype=torch.float64)
+    mix = m.geodesic_mixup(u, v, lam)
+    ang = torch.atan2(mix[:, 1], mix[:, 0])                  # angle to v in the (e0, e1) plane
+    assert torch.allclose(ang, lam * thetas, atol=1e-7, rtol=1e-6)   # also where the lerp guard acts
+    assert torch.allclose(m.geodesic_mixup(u, v, lam[:, None]), mix, atol=1e-12)   # lam as a column
+    Q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g(40), dtype=torch.float64))   # a rotation
+    mix3 = m.geodesic_mixup((u @ Q)[:, None] * 2, (v @ Q)[:, None] * 3, lam[:, None])  # (7, 1, 8), unnormalised
+    assert mix3.shape == (7, 1, 8) and torch.allclose(mix3[:, 0] @ Q.T, mix, atol=1e-12)
+
+
 def test_geodesic_mixup_identical_and_opposite_inputs_are_safe():
     u = unit(8, 16, seed=4).requires_grad_(True)
     out = m.geodesic_mixup(u, u.detach().clone(), torch.full((8,), 0.3))
@@ -112,6 +127,13 @@ def test_adaptive_tau_matches_eq3_and_its_properties():
     order = [b for b in torch.argsort(row).tolist() if neg[a, b]]
     assert all(tau[0, a, order[k]] <= tau[0, a, order[k + 1]] for k in range(len(order) - 1))
     assert (m.adaptive_tau(torch.rand(2, 2, 2), 1.0) == 1.0).all()   # G = 1: no negatives
+    big = d.clone()
+    big[0] = big[0] * 300 + 700                              # rows far apart in scale: stable softmax per row
+    tb = m.adaptive_tau(big, 1.0)
+    assert torch.isfinite(tb).all()
+    for i in range(B):
+        rows = big[i].numpy() - big[i].numpy().max()          # shift-invariant reference, no overflow
+        np.testing.assert_allclose(tb[i].numpy(), naive_tau(rows, 1.0), atol=1e-12)
 
 
 @pytest.mark.parametrize("G", [1, 2, 5])
@@ -137,6 +159,7 @@ def test_intra_loss_at_tau0_is_ntxent_over_the_2g_views():
 def test_inter_loss_matches_naive_loop():
     z1, z2 = (torch.randn(5, 7, generator=g(s), dtype=torch.float64) for s in (10, 11))
     assert abs(m.inter_prototype_loss(z1, z2).item() - naive_inter(z1, z2)) < 1e-6
+    assert abs(m.inter_prototype_loss(z1, z2, 0.5).item() - naive_inter(z1, z2, 0.5)) < 1e-6
 
 
 def test_prototype_is_projection_of_mean_view_representation(monkeypatch):
