@@ -241,10 +241,26 @@ def test_total_loss_combines_terms_as_eq1_6_12(monkeypatch):
     assert abs(out["loss"].item() - (out["proto"] + out["si"]).item()) < 1e-12                  # Eq. (1)
     warm = model(x, *batch, "warmup")
     assert set(warm) == {"naive", "mix", "si", "loss"} and warm["loss"] == warm["si"]
-    for terms, key in (("inter", "inter"), ("proto", "proto"), ("naive_si", "naive")):
+    rows = []
+    hook = model.encoder.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+    for terms, key, keys in (("inter", "inter", {"inter", "loss"}), ("proto", "proto", {"inter", "intra", "proto", "loss"}),
+                             ("naive_si", "naive", {"naive", "loss"})):
         model.args = m.Args(**TINY, dropout=0.0, alpha=0.7, beta=0.6, loss_terms=terms)
         o = model(x, *batch, "joint")
-        assert o["loss"] == o[key]
+        assert o["loss"] == o[key] and set(o) == keys         # only the terms the row needs
+    hook.remove()
+    assert rows == [4 * 11, 4 * 11, 4]                       # series-image only: no views encoded
+
+
+def test_view_distances_are_rms_differences_of_the_inputs():
+    views = torch.randn(6, 3, 10, 2, generator=g(42), dtype=torch.float64)   # (2G, B, T, M)
+    d = m.view_distances(views)
+    assert d.shape == (3, 6, 6)
+    for b in range(3):
+        for j in range(6):
+            for k in range(6):
+                ref = math.sqrt(((views[j, b] - views[k, b]) ** 2).mean().item())
+                assert abs(d[b, j, k].item() - ref) < 1e-6
 
 
 # --------------------------------------------------------------------------- augmentations
@@ -335,6 +351,26 @@ def test_time_warp_is_monotone_with_fixed_ends_and_speed_ratio():
     assert not torch.allclose(pos[0], pos[1])                # fresh warp per sample
 
 
+def test_window_warp_draws_start_and_scale_as_specified():
+    """Start ~ U{1, ..., T - w - 2}, scale in {0.5, 2}, both per sample, drawn from `gen` in this order;
+    the read position of output step j, written per sample from the description in the docstring."""
+    T, B = 40, 3000
+    w = math.ceil(0.3 * T)
+    x = torch.arange(T, dtype=torch.float64)[None, :, None].expand(B, T, 1).contiguous()
+    out = m.window_warp(x, g(41))[..., 0]
+    g2 = g(41)
+    start = torch.randint(1, T - w - 1, (B,), generator=g2)
+    s = torch.tensor([0.5, 2.0], dtype=torch.float64)[torch.randint(0, 2, (B,), generator=g2)]
+    assert start.min() == 1 and start.max() == T - w - 2
+    for b in range(0, B, 97):
+        L = T - w + w * s[b].item()
+        for j in range(T):
+            q = max((j + 0.5) * L / T - 0.5, 0.0)
+            st = start[b].item()
+            ref = q if q < st else (st + (q - st) / s[b].item() if q < st + w * s[b].item() else q - w * s[b].item() + w)
+            assert abs(out[b, j].item() - min(ref, T - 1)) < 1e-9
+
+
 def test_window_warp_stretches_the_window_by_its_scale():
     T = 100
     x = torch.arange(T, dtype=torch.float64)[None, :, None].expand(32, T, 1).contiguous()
@@ -344,6 +380,8 @@ def test_window_warp_stretches_the_window_by_its_scale():
     ratio = slopes.amax(1) / slopes.amin(1).clamp_min(1e-9)  # outside slope / inside slope (or back)
     assert ((ratio - 2).abs() < 1e-6).all()                  # the window is read 2x slower or faster
     n_low = (slopes < slopes.amin(1, keepdim=True) * 1.01).sum(1)   # steps at the lower speed
+    x5 = x[:, :5].contiguous()                               # T - w - 2 = 1: the shortest warped length
+    assert not torch.equal(m.window_warp(x5, g(0)), x5)
     assert len(set(n_low.tolist())) > 2                      # both scales drawn, starts vary by sample
     small = torch.randn(2, 4, 1)
     assert torch.equal(m.window_warp(small, g(0)), small)    # too short: no-op
@@ -509,6 +547,7 @@ def test_source_sampler_one_source_per_batch_in_proportion_to_size():
     np.testing.assert_allclose(counts / counts.sum(), [0.1, 0.3, 0.6], atol=0.03)
     first = seen[0][:100]
     assert sorted(first) == list(range(100))                 # a whole pass before reshuffling
+    assert sorted(seen[0][100:200]) == list(range(100))      # and again after it
     assert s.per_epoch == 100
 
 
@@ -521,6 +560,7 @@ def test_few_shot_split_deterministic_every_class_proportional():
         for c in range(6):
             n_c = (y == c).sum()
             assert abs((y[a] == c).sum() - max(1, f * n_c)) <= 1
+            assert (y[a] == c).sum() == max(1, round(f * n_c))     # round(f n_c), at least one
     assert not np.array_equal(m.few_shot_indices(y, 0.2, 1), m.few_shot_indices(y, 0.2, 2))
 
 
