@@ -335,6 +335,12 @@ def test_pchip_matches_reference_loop():
     got = m.pchip(torch.tensor(xk), torch.tensor(yk), torch.tensor(xq)).numpy()
     for r in range(3):
         np.testing.assert_allclose(got[r], naive_pchip(xk, yk[r], xq), atol=1e-10)
+    xk2 = np.array([0.0, 10, 11, 12, 22])                     # uneven ends: the end-slope limiter acts
+    yk2 = np.array([[0.0, 1, -49, -48, -50], [0, -1, 49, 50, 40]])
+    xq2 = np.linspace(0, 22, 89)
+    got2 = m.pchip(torch.tensor(xk2), torch.tensor(yk2), torch.tensor(xq2)).numpy()
+    for r in range(2):
+        np.testing.assert_allclose(got2[r], naive_pchip(xk2, yk2[r], xq2), atol=1e-10)
 
 
 def test_time_warp_is_monotone_with_fixed_ends_and_speed_ratio():
