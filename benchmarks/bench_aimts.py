@@ -146,7 +146,9 @@ sys.path.insert(0, {root!r})
 import aimts as m
 from common import setup_torch, set_seed
 setup_torch(); set_seed(1)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def hwm():  # peak resident memory of this process (VmHWM; ru_maxrss would carry the parent's over exec)
+    return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
+base = hwm()
 args = m.Args(dataset={name!r}, data_dir={data_dir!r}, ft_epochs={epochs}, ft_batch_size=8{sizes})
 ds, x_tr, x_va, x_te = m.load_target(args)
 enc = m.Encoder(args.repr_dims, args.hidden_dims, args.depth, args.dropout)
@@ -156,7 +158,7 @@ wall = time.perf_counter() - t
 n_params = sum(p.numel() for p in enc.parameters())
 print(json.dumps({{"dataset": {name!r}, "n_train": len(x_tr), "n_test": len(x_te), "T": x_tr.shape[1],
                   "sizes": {label!r}, "epochs": {epochs}, "encoder_params": n_params, "wall_s": wall,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_rss_mb": hwm(),
                   "rss_after_import_mb": base, "acc": ft["accuracy"]}}))
 """
 

@@ -275,6 +275,28 @@ def test_augmentations_keep_shape_no_nan_fresh_draws():
     assert torch.equal(a1, a2)                               # seeded
 
 
+def test_resample_is_linear_interpolation_with_clamped_ends():
+    x = torch.randn(2, 9, 3, generator=g(43), dtype=torch.float64)
+    pos = torch.tensor([[0.0, 0.5, 3.25, 7.0, 7.9, 8.0, 8.0], [8.0, 2.0, 0.0, 1e-3, 4.5, 7.5, 6.0]], dtype=torch.float64)
+    out = m.resample(x, pos)
+    for b in range(2):
+        for j in range(pos.size(1)):
+            p = pos[b, j].item()
+            i = min(int(math.floor(p)), 7)
+            ref = x[b, i] * (1 - (p - i)) + x[b, i + 1] * (p - i)   # x read at p, linearly
+            assert torch.allclose(out[b, j], ref, atol=1e-12)
+    one = torch.randn(2, 1, 3, dtype=torch.float64)          # a single step: every read is that step
+    assert torch.equal(m.resample(one, torch.zeros(2, 4, dtype=torch.float64)), one.expand(2, 4, 3))
+
+
+def test_window_slice_start_covers_its_whole_range():
+    T, B = 20, 2000
+    x = torch.arange(T, dtype=torch.float64)[None, :, None].expand(B, T, 1).contiguous()
+    first = m.window_slice(x, g(44))[:, 0, 0]                 # ramp: output 0 reads the window's first step
+    starts = torch.round(first).long()
+    assert set(starts.tolist()) == set(range(T - 10))         # U{0, ..., T - w - 1}, w = T / 2
+
+
 def test_jitter_and_scaling_statistics():
     x = torch.ones(200, 100, 3)
     j = m.jitter(x, g(24)) - 1
@@ -527,6 +549,21 @@ def test_rasteriser_layout_orientation_colours_and_gaps():
     cell = m.render(gap, torch.zeros(1), torch.ones(1))[0]
     assert (cell[:, 5:60, 26:34] == 1).all()
     assert (cell[:, 5:60, 5:15] < 1).any()
+
+
+def test_rasteriser_off_chart_values_stay_in_their_own_chart():
+    x = torch.zeros(3, 30, 2)
+    x[1, 10:20, 0] = 1e4                                      # far above the y-limits
+    x[1, 25, 0] = -1e4                                        # far below
+    img = m.render(x, -torch.ones(2), torch.ones(2))
+    calm = x.clone()
+    calm[1, :, 0] = 0
+    ref = m.render(calm, -torch.ones(2), torch.ones(2))
+    assert torch.equal(img[0], ref[0]) and torch.equal(img[2], ref[2])   # other samples untouched
+    assert torch.equal(img[1, :, :, 64:], ref[1, :, :, 64:])  # the other variable's chart untouched
+    col = 64 * 9.5 / 30                                        # where the line leaves through the top
+    assert (img[1, :, 2:4, int(col) - 2:int(col) + 3] < 0.5).any()
+    assert img.min() >= 0 and img.max() <= 1
 
 
 def test_colour_table_follows_the_official_order():
