@@ -111,7 +111,7 @@ class Args:
     lr: float = arg(7e-4, "pre-training AdamW learning rate (official script; paper 7e-3)")
     warmup_epochs: int = arg(1, "passes over the pool training on L_SI only (official code)")
     epochs: int = arg(1, "joint pre-training passes over the pool (paper: 2)")
-    max_iters: int = arg(40, "cap on steps per phase (CPU quick look); 0 = full passes")
+    max_iters: int = arg(20, "cap on steps per phase (CPU quick look); 0 = full passes")
     ft_epochs: int = arg(36, "fine-tuning epochs (official scripts: 36 UCR, 15 UEA)")
     ft_batch_size: int = arg(8, "fine-tuning batch size (official 8)")
     ft_lr: float = arg(1e-3, "fine-tuning Adam learning rate (paper)")

@@ -12,7 +12,8 @@ benchmarks/results/aimts.json as each finishes, and a summary table in benchmark
             CPU default sizes, 1 epoch at the paper's sizes) on the longest real set here (ACSF1),
             in a fresh process; test inference included.
 
-Run:  python benchmarks/bench_aimts.py --data-dir ../shared/data [--parts raster,fewshot,memory]
+Run:  python benchmarks/bench_aimts.py [--data-dir DIR] [--parts raster,fewshot,memory]
+      (DIR holds ucr_uea/<Name>/<Name>_TRAIN.ts ...; default: data.py's cache, downloading if needed)
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def bench_raster(data_dir, n=64) -> list:
 
 
 def target_arrays(name, data_dir, seed):
-    args = m.Args(dataset=name, data_dir=data_dir, seed=seed)
+    args = m.Args(dataset=name, data_dir=data_dir or "", seed=seed)
     ds, x_tr, x_va, x_te = m.load_target(args)
     return ds, x_tr, x_va, x_te
 
@@ -111,7 +112,7 @@ def bench_fewshot(data_dir, seeds, max_iters, ft_epochs, results) -> None:
     jobs = [(s, "full") for s in seeds] + [(seeds[0], t) for t in ("proto", "inter", "naive_si")]
     for seed, terms in jobs:
         args = m.Args(seed=seed, max_iters=max_iters, ft_epochs=ft_epochs, loss_terms=terms, log=False,
-                      data_dir=data_dir)
+                      data_dir=data_dir or "")
         set_seed(seed)
         t0 = time.perf_counter()
         enc, hist, stats = m.pretrain(sources, args, torch.device("cpu"))
@@ -149,7 +150,7 @@ setup_torch(); set_seed(1)
 def hwm():  # peak resident memory of this process (VmHWM; ru_maxrss would carry the parent's over exec)
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 base = hwm()
-args = m.Args(dataset={name!r}, data_dir={data_dir!r}, ft_epochs={epochs}, ft_batch_size=8{sizes})
+args = m.Args(dataset={name!r}, data_dir={data_dir!r} or "", ft_epochs={epochs}, ft_batch_size=8{sizes})
 ds, x_tr, x_va, x_te = m.load_target(args)
 enc = m.Encoder(args.repr_dims, args.hidden_dims, args.depth, args.dropout)
 t = time.perf_counter()
@@ -220,7 +221,7 @@ def summary(results: dict) -> str:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=None)
     p.add_argument("--parts", default="raster,fewshot,memory")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--max-iters", type=int, default=20)
