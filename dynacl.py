@@ -560,7 +560,8 @@ def linear_eval(z_train, y_train, z_val, y_val, z_test, y_test,
     the validation split (accuracy, ties broken by validation cross-entropy), never on test, then
     the probe is refit on train + val (an empty val split means C = 1). Inputs: torch tensors or
     numpy arrays; labels in 0..K-1. Returns test accuracy, macro-F1 (over the labels present in
-    truth or prediction, as sklearn), the chosen C and its validation accuracy."""
+    truth or prediction, as sklearn), the chosen C, its validation accuracy, and the test
+    predictions (numpy, for further per-class scores)."""
     def as64(a):
         return torch.as_tensor(a).detach().cpu().to(torch.float64)
 
@@ -604,34 +605,10 @@ def linear_eval(z_train, y_train, z_val, y_val, z_test, y_test,
         fn = ((pred != c) & (yte == c)).sum().item()
         f1s.append(2 * tp / (2 * tp + fp + fn))
     return {"accuracy": (pred == yte).double().mean().item(), "macro_f1": float(np.mean(f1s)),
-            "C": best_c, "val_accuracy": best_key[0] if best_key else None}
+            "C": best_c, "val_accuracy": best_key[0] if best_key else None, "pred": pred.numpy()}
 
 
 # %% 8. main: Table 3 metrics, Table 2 clustering, Fig. 3 picture ------------------------------
-def probe_predictions(z_fit, y_fit, z_test, C: float, max_iter: int = 1000) -> torch.Tensor:
-    """Test predictions of the probe linear_eval refits at its chosen C (same objective, same
-    solver; linear_eval returns no predictions). Only for the P / R / weighted-F1 breakdown;
-    tests/test_dynacl.py checks that its accuracy equals linear_eval's."""
-    z, y = torch.as_tensor(z_fit).double(), torch.as_tensor(y_fit).long()
-    mu, sd = z.mean(0), z.std(0, unbiased=False)
-    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
-    zs = (z - mu) / sd
-    K = int(y.max()) + 1
-    W = torch.zeros(z.size(1), K, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(K, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(zs @ W + b, y) + (W ** 2).sum() / (2 * C * len(y))
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return ((torch.as_tensor(z_test).double() - mu) / sd @ W.detach() + b.detach()).argmax(1)
-
-
 def classification_scores(y_true, y_pred) -> dict:
     """Accuracy, macro precision / recall / F1 (over the classes present in truth or prediction)
     and support-weighted F1 (what the paper's Table 3 "F1" must be, deviation 7)."""
@@ -803,7 +780,7 @@ def main(args: Args) -> dict:
         e_tr, e_va, e_te = (embed(model, x, device=device) for x in
                             (st.x_train[fit_rows], st.x_val[val_rows], st.x_test))
         res = linear_eval(e_tr, y_fit, e_va, y_val, e_te, st.y_test)
-        pred = probe_predictions(torch.cat([e_tr, e_va]), np.concatenate([y_fit, y_val]), e_te, res["C"])
+        pred = res.pop("pred")                                # test predictions of the probe
         res.update({k: v for k, v in classification_scores(st.y_test, pred).items() if k != "accuracy"})
         res.update(cluster_scores(e_te[sub], st.y_test[sub], st.n_classes, args.kmeans_restarts, args.seed))
         return res, e_te[sub]

@@ -551,7 +551,8 @@ def linear_eval(z_train, y_train, z_val, y_val, z_test, y_test,
     the validation split (accuracy, ties broken by validation cross-entropy), never on test, then
     the probe is refit on train + val (an empty val split means C = 1). Inputs: torch tensors or
     numpy arrays; labels in 0..K-1. Returns test accuracy, macro-F1 (over the labels present in
-    truth or prediction, as sklearn), the chosen C and its validation accuracy."""
+    truth or prediction, as sklearn), the chosen C, its validation accuracy, and the test
+    predictions (numpy, for further per-class scores)."""
     def as64(a):
         return torch.as_tensor(a).detach().cpu().to(torch.float64)
 
@@ -595,7 +596,7 @@ def linear_eval(z_train, y_train, z_val, y_val, z_test, y_test,
         fn = ((pred != c) & (yte == c)).sum().item()
         f1s.append(2 * tp / (2 * tp + fp + fn))
     return {"accuracy": (pred == yte).double().mean().item(), "macro_f1": float(np.mean(f1s)),
-            "C": best_c, "val_accuracy": best_key[0] if best_key else None}
+            "C": best_c, "val_accuracy": best_key[0] if best_key else None, "pred": pred.numpy()}
 
 
 # %% 8. main -------------------------------------------------------------------------------------

@@ -498,7 +498,7 @@ def test_sequences_and_train_only_zscore():
 
 
 # ------------------------------------------------------------------ evaluation parts
-def test_probe_predictions_match_linear_eval_and_scores_by_hand():
+def test_probe_predictions_agree_with_linear_eval_and_scores_by_hand():
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 6, generator=g)
 
@@ -508,7 +508,8 @@ def test_probe_predictions_match_linear_eval_and_scores_by_hand():
 
     (a, ya), (b, yb), (c, yc) = blobs(60), blobs(30), blobs(90)
     r = m.linear_eval(a, ya, b, yb, c, yc)
-    pred = m.probe_predictions(torch.cat([a, b]), torch.cat([ya, yb]), c, r["C"])
+    pred = r["pred"]
+    assert pred.shape == (90,)
     sc = m.classification_scores(yc, pred)
     assert abs(sc["accuracy"] - r["accuracy"]) < 1e-12 and abs(sc["macro_f1"] - r["macro_f1"]) < 1e-12
     yt, yp = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([0, 0, 1, 1, 2, 2])
