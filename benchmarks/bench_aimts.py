@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import aimts as m  # noqa: E402
 import data  # noqa: E402
 from common import set_seed, setup_torch  # noqa: E402
+from tests.test_aimts import mpl_chart  # noqa: E402  (the matplotlib reference the IoU test uses)
 
 OUT = ROOT / "benchmarks" / "results"
 POOL = ["ArrowHead", "BasicMotions", "JapaneseVowels"]      # OSULeaf, PickupGesture, ACSF1: too long for this CPU budget
@@ -44,29 +44,6 @@ FRACTIONS = (0.05, 0.15, 0.2)
 def save(results: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "aimts.json").write_text(json.dumps(results, indent=2))
-
-
-def mpl_chart(x, lo, hi, cell=64):
-    """matplotlib drawing the official chart (a subplot per variable, `*` markers of size 1 joined by
-    1 pt lines, no ticks, no margins) onto an Agg canvas. x (T, M) -> (H, W, 3) in [0, 1]."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    T, M = x.shape
-    g = math.ceil(math.sqrt(M))
-    fig = plt.figure(figsize=(g * cell / 100, g * cell / 100), dpi=100, frameon=False)
-    for v in range(M):
-        ax = fig.add_subplot(g, g, v + 1)
-        ax.plot(np.arange(T), x[:, v], "-", linewidth=1, markersize=1, marker="*", color=list(m.COLOURS)[v])
-        ax.set_xlim(0, T)
-        ax.set_ylim(lo[v], hi[v])
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.subplots_adjust(top=1, bottom=0, right=1, left=0, hspace=0, wspace=0)
-    fig.canvas.draw()
-    img = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
-    plt.close(fig)
-    return img
 
 
 def bench_raster(data_dir, n=64) -> list:
