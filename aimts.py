@@ -698,9 +698,14 @@ def wrap_distributed(model: nn.Module, world: int, device) -> nn.Module:
 # ---------------------------------------------------------------------------------------------------
 
 
-def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1) -> tuple:
+def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, callback=None) -> tuple:
     """Warm-up (L_SI only) then joint phase (Eq. 1) over the pool; uniform SWA average of the TS
-    encoder over the joint steps (official). -> (SWA encoder, history, stats)."""
+    encoder over the joint steps (official). -> (SWA encoder, history, stats).
+    callback(step, encoder), if given, is called before the first update (step 0) and after every
+    optimiser step, with the encoder as main would evaluate it at that point (the trained encoder
+    in the warm-up, the SWA average in the joint phase); it must not
+    change the model or draw from the global random streams (learning curves, benchmarks/).
+    """
     model = AimTS(args).to(device)
     if args.image_weights:
         sd = load_checkpoint(args.image_weights)
@@ -721,6 +726,8 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1) -
     history, t0, step = [], time.perf_counter(), 0
     steps_of = lambda ep: min(ep * sampler.per_epoch, args.max_iters) if args.max_iters else ep * sampler.per_epoch  # noqa: E731
     total = sum(steps_of(e) for _, e in phases)
+    if callback is not None:
+        callback(0, model.encoder)
     for phase, n_epochs in phases:
         n_steps = steps_of(n_epochs)
         for i in range(n_steps):
@@ -733,6 +740,8 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1) -
             if phase == "joint":
                 swa.update_parameters(model.encoder)
             step += 1
+            if callback is not None:
+                callback(step, swa.module if phase == "joint" else model.encoder)
             history.append({"epoch": step, "phase": phase, "source": sources[s].name,
                             "loss": terms.pop("loss"), "loss_terms": terms})
             if args.log and rank == 0 and (i % 10 == 0 or i == n_steps - 1):

@@ -488,9 +488,13 @@ def default_epochs(name: str, steps_per_epoch: int) -> int:
     return 20 if name == "SleepEEG" else max(1, math.ceil(300 / steps_per_epoch))
 
 
-def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print):
+def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print, callback=None):
     """AdamW on batches of sequences (shuffled each epoch, drop_last). seqs (S, T, D).
-    Returns (encoder, initial encoder, history, stats)."""
+    Returns (encoder, initial encoder, history, stats).
+    callback(step, encoder), if given, is called before the first update (step 0) and after every
+    optimiser step, with the encoder as main would evaluate it at that point; it must not
+    change the model or draw from the global random streams (learning curves, benchmarks/).
+    """
     widths = parse_widths(args.widths)
     net = Encoder(seqs.shape[-1], widths).to(device)
     init_net = copy.deepcopy(net)                             # the random-init baseline
@@ -507,6 +511,8 @@ def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print):
     xt = torch.from_numpy(seqs).to(device)                    # (S, T, D)
     history, epoch_times = [], []
     t_start, cpu_start = time.perf_counter(), time.process_time()
+    if callback is not None:
+        callback(0, net)
     for epoch in range(epochs):
         t_epoch, losses, terms = time.perf_counter(), [], {}
         perm = torch.from_numpy(rng.permutation(S)).to(device)
@@ -516,6 +522,8 @@ def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if callback is not None:
+                callback(epoch * per_epoch + b + 1, net)
             losses.append(loss.item())
             for k, v in parts.items():
                 terms.setdefault(k, []).append(v)

@@ -408,9 +408,13 @@ def game_step(xb, leaves: Leaves, encoder, projector, tau: float, opt_model=None
     return loss.item()
 
 
-def pretrain(x: np.ndarray, args: Args, device, log=print):
+def pretrain(x: np.ndarray, args: Args, device, log=print, callback=None):
     """SimCLR pre-training on x (N, C, T) in [0, 1] with LEAVES (learned) or fixed views.
-    Returns (encoder, leaves module, history, stats)."""
+    Returns (encoder, leaves module, history, stats).
+    callback(step, encoder), if given, is called before the first update (step 0) and after every
+    optimiser step, with the encoder as main would evaluate it at that point; it must not
+    change the model or draw from the global random streams (learning curves, benchmarks/).
+    """
     encoder = Encoder(x.shape[1], args.base_width).to(device)
     projector = nn.Linear(encoder.out_dim, args.proj_dim).to(device)    # no nonlinearity (code)
     projector.requires_grad_(not args.freeze_projector)
@@ -426,12 +430,16 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
     xt = torch.from_numpy(x).to(device)
     history = [{"epoch": 0, "loss": float("nan"), **leaves.log()}]   # the start of Fig. 5
     t_start = time.perf_counter()
+    if callback is not None:
+        callback(0, encoder)
     for epoch in range(1, args.epochs + 1):
         t_epoch, losses = time.perf_counter(), []
         order = rng.permutation(N)
         for b in range(per_epoch):
             xb = xt[torch.from_numpy(order[b * bs:(b + 1) * bs]).to(device)]   # (B, C, T)
             losses.append(game_step(xb, leaves, encoder, projector, args.temperature, opt_model, opt_view))
+            if callback is not None:
+                callback((epoch - 1) * per_epoch + b + 1, encoder)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), **leaves.log()})
         if args.log:
             k = history[-1]

@@ -389,8 +389,12 @@ class ResolutionSampler:
 
 
 # %% 6. Pre-training -----------------------------------------------------------------------------
-def pretrain(x: np.ndarray, args: Args, device, log=print):
-    """TS2Vec fit loop on x (N, T, C). Returns (SWA encoder, initial encoder, history, stats)."""
+def pretrain(x: np.ndarray, args: Args, device, log=print, callback=None):
+    """TS2Vec fit loop on x (N, T, C). Returns (SWA encoder, initial encoder, history, stats).
+    callback(step, encoder), if given, is called before the first update (step 0) and after every
+    optimiser step, with the encoder as main would evaluate it at that point (the SWA average); it must not
+    change the model or draw from the global random streams (learning curves, benchmarks/).
+    """
     K, depth = PRESETS[args.preset]
     net = Encoder(x.shape[-1], args.output_dims or K, args.hidden_dims, args.depth or depth,
                   args.mask_p, args.dropout).to(device)
@@ -414,6 +418,8 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
     adaptive = args.loss == "adaptive"
     history, epoch_times, steps = [], [], 0
     t_start, cpu_start = time.perf_counter(), time.process_time()
+    if callback is not None:
+        callback(0, swa.module)
     for epoch in range(n_epochs):
         n_steps = min(per_epoch, n_iters - steps)             # the last epoch may stop at n_iters
         t_epoch, losses, hier = time.perf_counter(), [], []
@@ -440,6 +446,8 @@ def pretrain(x: np.ndarray, args: Args, device, log=print):
             opt.step()
             swa.update_parameters(net)
             steps += 1
+            if callback is not None:
+                callback(steps, swa.module)
             values = torch.stack([loss.detach(), *measured.values()]).tolist()   # one device sync per step
             losses.append(values[0])
             measured = dict(zip(measured, values[1:]))        # {coarse level j: float L_j}
