@@ -201,7 +201,10 @@ class Spy:
             def forward(clf, x):
                 out = real_forward(clf, x)
                 if clf.training:
-                    rec = next(c for c in self.classifiers if c["model"] is clf)
+                    rec = next((c for c in self.classifiers if c["model"] is clf), None)
+                    if rec is None:                           # a copy, not built through __init__
+                        rec = {"model": clf, "start": None}
+                        self.classifiers.append(rec)
                     if rec["start"] is None:                  # before its first optimiser step
                         rec["start"] = {k: v.detach().clone() for k, v in clf.named_parameters()}
                     self.trained_on.append((clf, x.detach().cpu().numpy().copy()))
