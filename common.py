@@ -9,7 +9,8 @@ Small utilities shared by the method files. Knows no method.
   get_device ........... CUDA, then Apple MPS, then CPU; "--device" overrides
   make_run_dir ......... runs/{dataset}__{method}__{seed}__{unix_time}/
   save_json ............ atomic JSON write
-  save_checkpoint ...... atomic state-dict checkpoint (+ args), loaded with weights_only=True
+  save_checkpoint ...... atomic state-dict checkpoint (+ args, + extra state_dicts / plain data),
+                         loaded with weights_only=True
   progress_line ........ one plain line per epoch: loss terms, samples/s, elapsed, ETA
   plot_history ......... loss curve (matplotlib, Agg backend)
   write_results ........ results.json with args, history, eval, time, peak memory, versions
@@ -208,19 +209,36 @@ def make_run_dir(out_dir, dataset: str, method: str, seed: int) -> Path:
     return d
 
 
-def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
-    """Atomic save of {'state_dict', 'args'}: tensors and plain data only, no pickled classes."""
+def save_checkpoint(path, state_dict: dict, args: Any = None, extra: dict | None = None) -> None:
+    """Atomic save of {'state_dict', 'args', **extra}: tensors and plain data only, no pickled classes,
+    so load_checkpoint can read it with weights_only=True. extra: further entries by name, each a
+    state_dict (name -> tensor, e.g. 'init_state_dict', the random-init baseline) or plain data
+    (numbers, strings, lists, dicts)."""
     import torch
     if dataclasses.is_dataclass(args):
         args = dataclasses.asdict(args)
     elif isinstance(args, argparse.Namespace):
         args = vars(args)
     args = json.loads(json.dumps(args, default=_json_default))       # plain data only: loadable with weights_only
+    payload = {"state_dict": _tensors_only(state_dict, "state_dict"), "args": args}
+    for name, value in (extra or {}).items():
+        if name in payload:
+            raise ValueError(f"save_checkpoint: extra entry {name!r} would overwrite the checkpoint's own {name!r}")
+        if isinstance(value, dict) and value and any(torch.is_tensor(v) for v in value.values()):
+            payload[name] = _tensors_only(value, name)                # a state_dict
+        else:
+            payload[name] = json.loads(json.dumps(value, default=_json_default))   # plain data
+    _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
+
+
+def _tensors_only(state_dict: dict, name: str) -> dict:
+    """A module state_dict (name -> tensor) detached on the CPU; anything else is a TypeError."""
+    import torch
     bad = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
     if bad:
-        raise TypeError(f"save_checkpoint takes a module state_dict (name -> tensor); {bad[:3]} are not tensors")
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "args": args}
-    _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
+        raise TypeError(f"save_checkpoint takes a module state_dict (name -> tensor) as {name}; "
+                        f"{bad[:3]} are not tensors")
+    return {k: v.detach().cpu() for k, v in state_dict.items()}
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

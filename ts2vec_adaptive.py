@@ -116,7 +116,7 @@ class Args:
     threads: int = arg(0, "torch CPU threads; 0 = torch default")
     device: str = arg("auto", "auto | cpu | cuda | mps")
     out_dir: str = arg("runs", "where results.json and plots go")
-    save_model: bool = arg(False, "save the SWA encoder to encoder.pt")
+    save_model: bool = arg(False, "save the SWA encoder and its random init to encoder.pt")
     log: bool = arg(True, "print one progress line per epoch")
 
 
@@ -623,32 +623,32 @@ def main(args: Args) -> dict:
           + (f", plus {extra} steps of a last pass (not logged)" if extra else "")
           + (" (TS2Vec's rule: 200 steps for small datasets, 600 for large)" if not (args.iters or args.epochs) else ""))
 
-    # Evaluation: frozen SWA encoder, linear probe (shared protocol); same probe on the init
-    def probe(model):
+    # Evaluation: frozen SWA encoder, linear probe (shared protocol); the same probes on the init.
+    # This is the one step that sees the test split: C is chosen on validation inside linear_eval.
+    selection, ev = {}, {}
+    encoders = [("", net)] + ([("random_init_", init_net)] if args.random_init_eval else [])
+    for prefix, model in encoders:
         (a_tr, v_tr), (a_va, v_va), (a_te, v_te) = (embed(model, x, stats["batch_size"], device)
                                                     for x in (x_tr, x_va, x_te))
-        mx = linear_eval(a_tr, ds.y_train, a_va, ds.y_val, a_te, ds.y_test)
-        av = linear_eval(v_tr, ds.y_train, v_va, ds.y_val, v_te, ds.y_test)
-        return mx, av
-
-    mx, av = probe(net)
-    ev = {"accuracy": mx["accuracy"], "macro_f1": mx["macro_f1"], "C": mx["C"],
-          "accuracy_avgpool": av["accuracy"], "macro_f1_avgpool": av["macro_f1"]}
-    if args.random_init_eval:
-        rmx, _ = probe(init_net)
-        ev.update(random_init_accuracy=rmx["accuracy"], random_init_macro_f1=rmx["macro_f1"])
+        for pool, (z_tr, z_va, z_te) in (("", (a_tr, a_va, a_te)), ("avgpool_", (v_tr, v_va, v_te))):
+            r = linear_eval(z_tr, ds.y_train, z_va, ds.y_val, z_te, ds.y_test)
+            selection.update({f"{prefix}{pool}probe_C": r["C"], f"{prefix}{pool}probe_val_accuracy": r["val_accuracy"]})
+            tail = f"_{pool[:-1]}" if pool else ""            # max pool is the main number (deviation 6)
+            ev.update({f"{prefix}accuracy{tail}": r["accuracy"], f"{prefix}macro_f1{tail}": r["macro_f1"]})
     print(f"linear eval | acc {100 * ev['accuracy']:.1f} | macro-F1 {100 * ev['macro_f1']:.1f} | "
           f"avg-pool acc {100 * ev['accuracy_avgpool']:.1f}" +
-          (f" | random-init acc {100 * ev['random_init_accuracy']:.1f}" if args.random_init_eval else ""))
+          (f" | random-init acc {100 * ev['random_init_accuracy']:.1f}" if args.random_init_eval else "") +
+          f" | C {selection['probe_C']:g} (chosen on validation)")
 
     run_dir = make_run_dir(args.out_dir, ds.name, method, args.seed)
-    res = write_results(run_dir, method, ds.name, args.seed, args, history, ev,
-                        stats["train_time_s"], device, extra={"train": stats})
+    res = write_results(run_dir, method, ds.name, args.seed, args, history, ev, stats["train_time_s"], device,
+                        extra={"selection": selection, "label_free": True, "label_note": "", "train": stats})
     title = f"{ds.name} {args.loss} seed {args.seed}"
     plot_history(history, run_dir / "loss.png", title)
     plot_resolutions(history, run_dir / "resolution.png", title)
-    if args.save_model:
-        save_checkpoint(run_dir / "encoder.pt", net.state_dict(), args)
+    if args.save_model:                                       # the evaluated SWA encoder and its own init
+        save_checkpoint(run_dir / "encoder.pt", net.state_dict(), args,
+                        extra={"init_state_dict": init_net.state_dict()})
     print(f"saved {run_dir / 'results.json'}")
     res["run_dir"] = str(run_dir)
     return res

@@ -94,3 +94,29 @@ def test_progress_line():
     line = common.progress_line(2, 10, 1.23456, {"inst": 0.5}, 1000, 2.0, 4.0)
     assert line.startswith("epoch  2/10 | loss 1.2346 (inst 0.5)") and "500 samples/s" in line
     assert "ETA 0:16" in line
+
+
+def test_checkpoint_extra_state_dicts_and_plain_data_load_with_weights_only(tmp_path):
+    """extra= holds further state_dicts (the random-init baseline) and plain data, all readable with
+    weights_only=True; a checkpoint without extra is what it was before (backwards compatible)."""
+    torch.manual_seed(0)
+    trained, init = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    common.save_checkpoint(tmp_path / "e.pt", trained.state_dict(), Args(hidden_dim=5),
+                           extra={"init_state_dict": init.state_dict(), "note": {"steps": 4, "order": ["a"]}})
+    ck = torch.load(tmp_path / "e.pt", map_location="cpu", weights_only=True)   # no code runs on load
+    assert set(ck) == {"state_dict", "args", "init_state_dict", "note"}
+    for k in ("weight", "bias"):
+        assert torch.equal(ck["state_dict"][k], getattr(trained, k).detach())
+        assert torch.equal(ck["init_state_dict"][k], getattr(init, k).detach())
+    assert not torch.equal(ck["init_state_dict"]["weight"], ck["state_dict"]["weight"])
+    assert ck["note"] == {"steps": 4, "order": ["a"]} and ck["args"]["hidden_dim"] == 5
+    common.save_checkpoint(tmp_path / "plain.pt", trained.state_dict(), None)
+    assert set(common.load_checkpoint(tmp_path / "plain.pt")) == {"state_dict", "args"}
+    with pytest.raises(TypeError, match="init_state_dict"):             # a state_dict with a non-tensor
+        common.save_checkpoint(tmp_path / "bad.pt", trained.state_dict(), None,
+                               extra={"init_state_dict": {"weight": init.weight, "step": 3}})
+    with pytest.raises(ValueError, match="overwrite"):
+        common.save_checkpoint(tmp_path / "bad.pt", trained.state_dict(), None, extra={"args": {}})
+    with pytest.raises(TypeError):                                      # a module is not plain data
+        common.save_checkpoint(tmp_path / "bad.pt", trained.state_dict(), None, extra={"model": init})
+    assert not (tmp_path / "bad.pt").exists() and not list(tmp_path.glob("*.part"))

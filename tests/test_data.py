@@ -1,4 +1,4 @@
-"""data.py on the real files in ../shared/data, and its checks at the door."""
+"""data.py on the real files in tests/data, and its checks at the door."""
 from dataclasses import replace
 
 import numpy as np
@@ -7,27 +7,22 @@ import torch
 
 import data
 
-# name: (n_train, n_test, channels, max length, classes), from ../shared/data/README.md and SOURCES.md
+# name: (n_train, n_test, channels, max length, classes), as tests/data/SOURCES.md lists them
 UCR_UEA = {
     "GunPoint": (50, 150, 1, 150, 2),
     "ArrowHead": (36, 175, 1, 251, 3),
     "ItalyPowerDemand": (67, 1029, 1, 24, 2),
-    "OSULeaf": (200, 242, 1, 427, 6),
-    "ACSF1": (100, 100, 1, 1460, 10),
     "BasicMotions": (40, 40, 6, 100, 4),
     "JapaneseVowels": (270, 370, 12, 29, 9),
     "PickupGestureWiimoteZ": (50, 50, 1, 361, 10),
 }
 
 
-SHIPPED = ("GunPoint", "BasicMotions")          # in tests/data; the others are larger releases
-
 
 @pytest.mark.parametrize("name", sorted(UCR_UEA))
-def test_real_ucr_uea_files(request, name):
+def test_real_ucr_uea_files(real_data, name):
     n_tr, n_te, c, L, k = UCR_UEA[name]
-    folder = request.getfixturevalue("real_data" if name in SHIPPED else "shared_data")
-    ds = data.load_dataset(name, data_dir=folder, val_fraction=0)
+    ds = data.load_dataset(name, data_dir=real_data, val_fraction=0)
     assert ds.X_train.shape == (n_tr, c, L) and ds.X_test.shape == (n_te, c, L)
     assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
     assert ds.n_classes == k and len(ds.X_val) == 0
@@ -49,58 +44,57 @@ def test_label_strings_and_order(real_data):
     assert data._label_order(["10", "2", "1"]) == ["1", "2", "10"]
 
 
-def test_variable_length_japanese_vowels(shared_data):
-    ds = data.load_dataset("JapaneseVowels", data_dir=shared_data, val_fraction=0)
+def test_variable_length_japanese_vowels(real_data):
+    ds = data.load_dataset("JapaneseVowels", data_dir=real_data, val_fraction=0)
     assert ds.variable_length
     assert ds.len_train.min() == 7 and ds.len_train.max() == 26
     assert ds.len_test.min() == 7 and ds.len_test.max() == 29
     # lengths agree with a count of the comma-separated values on each data line
-    lines = [l for l in open(shared_data / "ucr_uea/JapaneseVowels/JapaneseVowels_TRAIN.ts")
+    lines = [l for l in open(real_data / "ucr_uea/JapaneseVowels/JapaneseVowels_TRAIN.ts")
              if l.strip() and not l.startswith(("#", "@"))]
     assert [len(l.split(":")[0].split(",")) for l in lines] == ds.len_train.tolist()
     assert np.isnan(ds.X_train[ds.len_train < 29][:, :, -1]).all()
 
 
-def test_aeon_equal_length_variants_as_user_files(shared_data):
-    d = data.load_dataset(str(shared_data / "ucr_uea_aeon_variants/JapaneseVowels/JapaneseVowels_eq_TRAIN.ts"),
+def test_aeon_equal_length_variants_as_user_files(real_data):
+    d = data.load_dataset(str(real_data / "ucr_uea_aeon_variants/PickupGestureWiimoteZ/PickupGestureWiimoteZ_eq_TRAIN.ts"),
                           val_fraction=0)
-    assert d.X_train.shape[:2] == (270, 12) and not d.variable_length and d.n_classes == 9
-    c = data.load_dataset(str(shared_data / "ucr_uea_aeon_variants/Covid3Month_disc/Covid3Month_disc_TEST.ts"))
+    assert d.X_train.shape == (50, 1, 361) and not d.variable_length and d.n_classes == 10
+    c = data.load_dataset(str(real_data / "tser/Covid3Month_disc/Covid3Month_disc_TEST.ts"))
     assert c.n_classes == 3 and c.class_names == ["0.0", "1.0", "2.0"]
 
 
 @pytest.mark.parametrize("name", ["GunPoint", "ArrowHead"])
-def test_tsv_copy_gives_identical_arrays(shared_data, name):
-    X_ts, _, y_ts, _ = data.read_ts(shared_data / f"ucr_uea/{name}/{name}_TRAIN.ts")
-    X_tsv, y_tsv = data.read_ucr_tsv(shared_data / f"ucr_uea_alt_formats/{name}/{name}_TRAIN.tsv")
+def test_tsv_copy_gives_identical_arrays(real_data, name):
+    X_ts, _, y_ts, _ = data.read_ts(real_data / f"ucr_uea/{name}/{name}_TRAIN.ts")
+    X_tsv, y_tsv = data.read_ucr_tsv(real_data / f"ucr_uea_alt_formats/{name}/{name}_TRAIN.tsv")
     np.testing.assert_array_equal(X_ts, X_tsv)
     assert [float(v) for v in y_ts] == [float(v) for v in y_tsv]
 
 
-@pytest.mark.parametrize("name,split", [("GunPoint", "TRAIN"), ("ItalyPowerDemand", "TEST"), ("ArrowHead", "TEST"), ("ArrowHead", "TRAIN"),
+@pytest.mark.parametrize("name,split", [("GunPoint", "TRAIN"), ("ItalyPowerDemand", "TEST"), ("ArrowHead", "TRAIN"),
                                         ("ItalyPowerDemand", "TRAIN"), ("BasicMotions", "TRAIN"),
                                         ("BasicMotions", "TEST")])
-def test_arff_copy_gives_identical_arrays(shared_data, name, split):
-    X_ts, _, y_ts, _ = data.read_ts(shared_data / f"ucr_uea/{name}/{name}_{split}.ts")
-    X_arff, y_arff = data.read_arff(shared_data / f"ucr_uea_alt_formats/{name}/{name}_{split}.arff")
+def test_arff_copy_gives_identical_arrays(real_data, name, split):
+    X_ts, _, y_ts, _ = data.read_ts(real_data / f"ucr_uea/{name}/{name}_{split}.ts")
+    X_arff, y_arff = data.read_arff(real_data / f"ucr_uea_alt_formats/{name}/{name}_{split}.arff")
     np.testing.assert_array_equal(X_ts, X_arff)
     assert list(y_ts) == list(y_arff)
 
 
-def test_arff_pair_as_user_file(shared_data):
-    a = data.load_dataset(str(shared_data / "ucr_uea_alt_formats/BasicMotions/BasicMotions_TEST.arff"), val_fraction=0)
-    b = data.load_dataset("BasicMotions", data_dir=shared_data, val_fraction=0)
+def test_arff_pair_as_user_file(real_data):
+    a = data.load_dataset(str(real_data / "ucr_uea_alt_formats/BasicMotions/BasicMotions_TEST.arff"), val_fraction=0)
+    b = data.load_dataset("BasicMotions", data_dir=real_data, val_fraction=0)
     np.testing.assert_array_equal(a.X_train, b.X_train)
     assert a.class_names == b.class_names and (a.y_test == b.y_test).all()
 
 
 @pytest.mark.parametrize("rel,shape,k", [
     ("tfc/Epilepsy/train.pt", (60, 1, 178), 2), ("tfc/Epilepsy/val.pt", (20, 1, 178), 2),
-    ("tfc/HAR/val.pt", (1471, 3, 206), 6), ("tfc/Gesture/train.pt", (320, 3, 206), 8),
+    ("tfc/Gesture/train.pt", (320, 3, 206), 8),
     ("tfc/Gesture/val.pt", (120, 3, 206), 8), ("tfc/Gesture/test.pt", (120, 3, 206), 8)])
-def test_real_tfc_files(request, rel, shape, k):
-    folder = request.getfixturevalue("real_data" if rel.startswith("tfc/Epilepsy") else "shared_data")
-    X, y = data.read_pt(folder / rel)
+def test_real_tfc_files(real_data, rel, shape, k):
+    X, y = data.read_pt(real_data / rel)
     assert X.shape == shape and X.dtype == np.float32 and y.dtype == np.int64 and len(y) == shape[0]
     assert np.isfinite(X).all()
     assert sorted(set(y.tolist())) == list(range(k))       # labels already 0..K-1 in the release
@@ -143,8 +137,8 @@ def test_pt_with_numpy_arrays_loads_without_pickle(tmp_path):
     assert X.shape == (4, 2, 5) and X.dtype == np.float32 and y.tolist() == [0, 1, 0, 1]
 
 
-def test_tfc_release_by_name(shared_data):
-    ds = data.load_dataset("Gesture", data_dir=shared_data)
+def test_tfc_release_by_name(real_data):
+    ds = data.load_dataset("Gesture", data_dir=real_data)
     # TF-C's Gesture val.pt holds the same 120 series as test.pt: validation is carved from train
     assert (len(ds.X_train), len(ds.X_val), len(ds.X_test)) == (256, 64, 120)
     _assert_val_apart_from_test(ds)
@@ -166,9 +160,9 @@ def test_registry_sizes_and_unknown_names():
         data.load_dataset("HARTH")
 
 
-def test_validation_is_stratified_and_from_train_only(shared_data):
-    full = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0)
-    ds = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=3)
+def test_validation_is_stratified_and_from_train_only(real_data):
+    full = data.load_dataset("ArrowHead", data_dir=real_data, val_fraction=0)
+    ds = data.load_dataset("ArrowHead", data_dir=real_data, val_fraction=0.2, seed=3)
     np.testing.assert_array_equal(ds.X_test, full.X_test)                 # test untouched
     both = np.concatenate([ds.X_train, ds.X_val])
     assert len(both) == len(full.X_train)
@@ -177,9 +171,9 @@ def test_validation_is_stratified_and_from_train_only(shared_data):
     for c in range(ds.n_classes):                                          # every class in val
         n = (full.y_train == c).sum()
         assert (ds.y_val == c).sum() == max(1, round(0.2 * n))
-    again = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=3)
+    again = data.load_dataset("ArrowHead", data_dir=real_data, val_fraction=0.2, seed=3)
     np.testing.assert_array_equal(again.y_val, ds.y_val)
-    other = data.load_dataset("OSULeaf", data_dir=shared_data, val_fraction=0.2, seed=4)
+    other = data.load_dataset("ArrowHead", data_dir=real_data, val_fraction=0.2, seed=4)
     assert not np.array_equal(other.X_val, ds.X_val)
 
 

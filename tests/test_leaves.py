@@ -685,10 +685,10 @@ def test_main_smoke(views, tmp_path):
         assert hist[0]["sigma_jitter"] == hist[-1]["sigma_jitter"] == pytest.approx(0.03)
 
 
-def test_gesture_carves_validation_from_train(shared_data, tmp_path, capsys):
+def test_gesture_carves_validation_from_train(real_data, tmp_path, capsys):
     """TF-C Gesture's val.pt is its test.pt: data.py carves validation from train, so fine-tuning
     never picks its epoch on test series."""
-    res = m.main(m.Args(dataset="Gesture", data_dir=str(shared_data), out_dir=str(tmp_path),
+    res = m.main(m.Args(dataset="Gesture", data_dir=str(real_data), out_dir=str(tmp_path),
                         random_init_eval=False, scratch_eval=False,
                         **dict(TINY, finetune_epochs=1, batch_size=64, label_fraction=0.1)))
     assert "carved from train" in capsys.readouterr().err and res["eval"]["accuracy"] >= 0
