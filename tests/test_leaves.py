@@ -1,7 +1,13 @@
 """Tests for leaves.py: each augmentation against an independent reference and its identities,
 NT-Xent against a naive loop over Eq. (2)-(3), the gradient-reversal game against a two-pass
 reference, the ResNet-18-1D against a functional re-statement, metrics, fine-tuning selection,
-smoke runs, determinism and bad input at the door."""
+smoke runs, determinism and bad input at the door.
+Then what each part RECEIVES inside the real pretrain loop (spies: strengths -> augmentations,
+views -> encoder -> projector -> NT-Xent and their pairing, temperature, the direction of each
+player's step, shuffling, the fixed-strength baseline), which strengths change the view at all,
+and the protocol of main from the outside (test split only in the final evaluation, label-free
+pre-training, the random-init baseline, the fine-tuning subset, the positive class), and every
+Args default against the paper (PAPER_DEFAULTS)."""
 import copy
 import dataclasses
 import inspect
