@@ -7,18 +7,20 @@ LEAVES: Learning Views for Time-Series Data in Contrastive Learning. Han Yu, Hui
 
 Read top to bottom next to the paper:
   1. Args ............. Sec. 4 and 5.4 defaults; CPU-sized widths and epochs, paper sizes as flags
-  2. Data ............. data.load_dataset() -> x (N, C, T); per-series, per-channel min-max to [0, 1]
+  2. Data ............. data.load_dataset() -> x (N, C, T); per-series, per-channel min-max to [0, 1];
+                        pre-training reads train + val series in an order no label changes
   3. Augmentations .... Eq. (1), Sec. 3.1 and App. A: jitter, scale, TimeDis, permutation, MagW;
                         the LEAVES module (learned strengths) and the SimCLR baseline (fixed ones)
   4. Encoder .......... ResNet-18-1D (Sec. 4), projector
   5. Loss ............. Eq. (2)-(3): NT-Xent
   6. Pre-training ..... Sec. 3.2: the min-max game in one backward pass (gradient reversal)
   7. Evaluation ....... fine-tuning (Sec. 4) + the shared linear probe (identical in every file)
-  8. main
+  8. main ............. pre-train (no label) -> choose on validation -> ONE step reads the test split
 
   --views leaves   LEAVES: strengths learned adversarially (max over the module, min over encoder)
   --views simclr   SimCLR baseline: the same augmentations, fixed strengths (Table 6 grid)
-  --views none     supervised training from scratch (no pre-training)
+  --views none     supervised training from scratch (no pre-training): the same network and
+                   initial weights the pre-trained run starts from
 
 Where we differ from the paper / official code (955f67b):
   1. Order of Eq. (1): the code applies jitter, scale, TimeDis, permutation, MagW, then a
@@ -40,13 +42,18 @@ Where we differ from the paper / official code (955f67b):
      (--preset code). M (mixture size) per dataset as Sec. 4 (Apnea 12, Sleep-EDF 10, PAMAP2 7,
      PTB-XL 6); the code fixes 5, and so do we for every other dataset.
   6. The projector Linear(512 -> 16) trains here; in the code it is in no optimiser and stays at
-     its random init (--freeze-projector restores that). Each LEAVES parameter is in its optimiser
-     once; the code lists them twice, so Adam stepped each one twice per batch.
+     its random init (--freeze-projector restores that). Its width 16 is the code's; the paper
+     gives none. Each LEAVES parameter is in its optimiser once; the code lists them twice, so
+     Adam stepped each one twice per batch.
   7. The game is one backward pass through a gradient-reversal step on the views (same gradients
      as the code's two backward passes with requires_grad toggled; tested).
   8. Fine-tuning picks its epoch on a validation split carved from train (macro-F1); the code
-     picks the epoch with the best TEST macro-F1. Cross-entropy instead of BCE on one-hot labels;
-     no extra scheduler step before training. The SimCLR baseline uses one fixed strength
+     picks the epoch with the best TEST macro-F1. The test split reaches one final step, after
+     every choice is made (main). Cross-entropy instead of BCE on one-hot labels; no extra
+     scheduler step before training. For Apnea-ECG, sensitivity is the recall of the class NAMED
+     apnea and specificity that of normal (labels sort to apnea = 0; a class index would swap
+     them); other two-class sets name their positive class in results.json. Fine-tuning epochs
+     per dataset as Sec. 4: 30, PAMAP2 20. The SimCLR baseline uses one fixed strength
      (--simclr-sigma, default 0.03, the middle of Table 6) chosen before seeing any result; the
      paper reports the best of five strengths on the test set. (data.py keeps validation apart
      from test: TF-C Gesture ships val.pt == test.pt, so there validation is carved from train.)
@@ -59,6 +66,34 @@ Where we differ from the paper / official code (955f67b):
   11. Input normalisation: per-series, per-channel min-max to [0, 1] only (the code first z-scores
      npy data over the channel axis, a bug). NaN padding of variable-length series becomes 0
      after the min-max.
+  12. Convolutions have no bias (bias=False): each feeds a BatchNorm, which in training subtracts
+     the batch mean, so a bias there has no effect and gets no gradient. The code's stem and block
+     convolutions carry one (3,904 numbers at width 64) that stays at its random init; it shifts
+     only the eval-mode output of an encoder whose running means have not absorbed it, i.e. the
+     random-init baseline.
+  13. Every series sends the surrogate gradient to K, also those that drew n = 1 (not permuted);
+     in the code only series with n > 1 pass through its permutation function, so for K < 1.5
+     (every series draws n = 1) K gets no gradient there at all.
+  14. Not implemented, as in the code: App. A.2 Eq. (10) (RelaxedBernoulli, t = 0.01) served only
+     a random channel flip ("rotation") that the code's forward has commented out and Eq. (1)
+     does not list; TimeW (App. A.1), because Sec. 3.1.1 calls its indexing non-differentiable
+     and proposes TimeDis in its place. The paper's SimCLR baseline has TimeW; ours does not
+     (deviation 10).
+
+What the chain does that the paper does not say (tested, test_leaves.py):
+  - Scale is an exact no-op. Every later step is linear and shared by the channels (TimeDis
+    resamples, permutation gathers, MagW multiplies) and the final per-channel min-max cancels a
+    positive per-channel factor, so the view does not depend on sigma_S at all. Its gradient is
+    rounding noise (~1e-16 of sigma_J's in float64), which Adam's normalised step turns into a
+    random walk of about --view-lr per step: the sigma_S curve in strengths.png means nothing.
+    The paper's falling sigma_S (Fig. 5) cannot come from the view; the official code's
+    permutation backward (deviation 3) is not the view's derivative and does send sigma_S a
+    gradient (measured: median |d/d raw_S| 0.07 against 1e-16 for a gather, same draws).
+  - K reaches the loss only through MagW: the surrogate adds the same number to every step of a
+    channel, which the min-max would cancel, but MagW multiplies it by a curve that varies over
+    time first. With MagW at strength 0, K's gradient is 0.
+  - K below 1 stays there: the clamp K >= 1 passes no gradient, so once the adversary pushes K
+    under 1 (the permutation is then the identity) nothing brings it back.
 
 Run:  python leaves.py --dataset Gesture                    # LEAVES, CPU quick look
       python leaves.py --dataset Gesture --views simclr     # fixed-strength SimCLR
@@ -83,6 +118,8 @@ from common import (UserError, arg, cli, get_device, make_run_dir, plot_history,
 
 METHOD = "leaves"
 MIXTURES = {"Apnea-ECG": 12, "Sleep-EDF": 10, "PAMAP2": 7, "PTB-XL": 6}   # M per dataset, Sec. 4
+FINETUNE_EPOCHS = {"PAMAP2": 20}                                      # Sec. 4.3; 30 elsewhere (4.1, 4.2, 4.4)
+POSITIVE_CLASS = {"Apnea-ECG": "apnea"}                               # sensitivity = recall of this class (Sec. 4.1)
 PRESETS = {"paper": dict(temperature=0.05, knots=8),                  # Sec. 3.2, App. A
            "code": dict(temperature=0.5, knots=4, mixtures=5)}        # official code @ 955f67b
 EPS = 1e-5                                                            # epsilon in sigma = eta*sigmoid + eps
@@ -110,7 +147,7 @@ class Args:
     batch_size: int = arg(128, "pre-training and fine-tuning batch size (paper: 128)")
     lr: float = arg(1e-3, "Adam learning rate of the encoder and projector (paper: 1e-3)")
     view_lr: float = arg(1e-3, "Adam learning rate of the LEAVES parameters (paper: 1e-3)")
-    finetune_epochs: int = arg(30, "fine-tuning epochs (paper: 30; PAMAP2 20)")
+    finetune_epochs: int = arg(0, "fine-tuning epochs; 0 = per dataset as Sec. 4 (30; PAMAP2 20)")
     finetune_lr: float = arg(1e-3, "fine-tuning Adam learning rate, StepLR(10, 0.1) (paper)")
     label_fraction: float = arg(1.0, "share of training labels used by fine-tuning and the probe")
     val_fraction: float = arg(0.2, "share of train carved out for validation when needed")
@@ -135,12 +172,13 @@ def resolve(args: Args, dataset: str) -> Args:
     a.temperature = args.temperature or p["temperature"]
     a.knots = args.knots or p["knots"]
     a.mixtures = args.mixtures or p.get("mixtures") or MIXTURES.get(dataset, 5)
+    a.finetune_epochs = args.finetune_epochs or FINETUNE_EPOCHS.get(dataset, 30)
     checks = [(a.temperature > 0, "--temperature must be > 0"), (a.knots >= 2, "--knots must be >= 2"),
               (a.mixtures >= 1, "--mixtures must be >= 1"), (a.eta > 0, "--eta must be > 0"),
               (a.max_segments >= 1, "--max-segments must be >= 1"),
               (0 < a.simclr_sigma, "--simclr-sigma must be > 0"),
               (a.base_width >= 1 and a.proj_dim >= 1, "--base-width and --proj-dim must be >= 1"),
-              (a.epochs >= 0 and a.finetune_epochs >= 1, "--epochs must be >= 0, --finetune-epochs >= 1"),
+              (a.epochs >= 0 and a.finetune_epochs >= 1, "--epochs must be >= 0, --finetune-epochs >= 1 (0 = per dataset)"),
               (a.batch_size >= 2, "--batch-size must be >= 2 (contrastive pairs need a second sample)"),
               (0 < a.label_fraction <= 1, "--label-fraction must be in (0, 1]")]
     for ok, msg in checks:
@@ -166,6 +204,20 @@ def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         return np.arange(len(y))
     _, held = data.stratified_split(y, fraction, seed + 20_000)
     return np.sort(held)
+
+
+def unlabelled_pool(*parts: np.ndarray) -> np.ndarray:
+    """Every training series (train + validation) for pre-training, in an order no label can
+    change: data.py carves validation from train by a label-stratified draw, so the rows of
+    concatenate([train, val]) come in a label-dependent order (and would make label-dependent
+    batches). Rows are sorted by a fixed random projection of their values instead (ties only
+    between identical series, whose order cannot matter)."""
+    x = np.concatenate(parts)                                 # (N, C, T)
+    flat = x.reshape(len(x), -1)                              # (N, C T), a view
+    w = np.random.default_rng(0).standard_normal(flat.shape[1])   # fixed direction, not the run's seed
+    step = max(1, 2 ** 24 // flat.shape[1])                   # float64 in chunks of ~128 MB
+    key = np.concatenate([flat[i:i + step].astype(np.float64) @ w for i in range(0, len(x), step)])
+    return x[np.argsort(key, kind="stable")]
 
 
 # %% 3. Augmentations: Eq. (1), Sec. 3.1, App. A ------------------------------------------------
@@ -408,14 +460,24 @@ def game_step(xb, leaves: Leaves, encoder, projector, tau: float, opt_model=None
     return loss.item()
 
 
+def make_encoder(in_channels: int, args: Args, device) -> Encoder:
+    """The encoder every run starts from: seeded by args.seed, so --views none (which has no
+    pre-training) starts from the same initial weights as the pre-trained run of that seed."""
+    torch.manual_seed(args.seed)
+    return Encoder(in_channels, args.base_width).to(device)
+
+
 def pretrain(x: np.ndarray, args: Args, device, log=print, callback=None):
-    """SimCLR pre-training on x (N, C, T) in [0, 1] with LEAVES (learned) or fixed views.
-    Returns (encoder, leaves module, history, stats).
+    """SimCLR pre-training on x (N, C, T) in [0, 1] with LEAVES (learned) or fixed views; no
+    labels. Returns (encoder, init_encoder, leaves module, history, stats): init_encoder is a
+    separate copy of the encoder's own initial weights, taken before the first step (the
+    random-init baseline and the from-scratch start).
     callback(step, encoder), if given, is called before the first update (step 0) and after every
     optimiser step, with the encoder as main would evaluate it at that point; it must not
     change the model or draw from the global random streams (learning curves, benchmarks/).
     """
-    encoder = Encoder(x.shape[1], args.base_width).to(device)
+    encoder = make_encoder(x.shape[1], args, device)
+    init_encoder = copy.deepcopy(encoder)                     # the random-init baseline, own copy
     projector = nn.Linear(encoder.out_dim, args.proj_dim).to(device)    # no nonlinearity (code)
     projector.requires_grad_(not args.freeze_projector)
     fixed = args.simclr_sigma if args.views == "simclr" else None
@@ -448,7 +510,7 @@ def pretrain(x: np.ndarray, args: Args, device, log=print, callback=None):
                               time.perf_counter() - t_epoch, time.perf_counter() - t_start))
     stats = {"train_time_s": time.perf_counter() - t_start, "iters": per_epoch * args.epochs,
              "iters_per_epoch": per_epoch, "batch_size": bs}
-    return encoder, leaves, history, stats
+    return encoder, init_encoder, leaves, history, stats
 
 
 # %% 7. Evaluation: fine-tuning (Sec. 4) and the shared linear probe ------------------------------
@@ -472,10 +534,21 @@ def average_ranks(s: np.ndarray) -> np.ndarray:
     return (np.cumsum(counts) - (counts - 1) / 2)[inv]        # average rank of each distinct value
 
 
-def metrics(logits: torch.Tensor, y: np.ndarray) -> dict:
+def positive_class(name: str, class_names: list) -> int | None:
+    """Index of the positive class of a two-class set, chosen BY NAME: Apnea-ECG's "apnea"
+    (Sec. 4.1; its labels sort to apnea = 0, normal = 1), else the second label in data.py's
+    order. None for more than two classes."""
+    if len(class_names) != 2:
+        return None
+    want = POSITIVE_CLASS.get(name)
+    return list(class_names).index(want) if want in class_names else 1
+
+
+def metrics(logits: torch.Tensor, y: np.ndarray, positive: int | None = None) -> dict:
     """Accuracy, macro-F1 (labels in truth or prediction), macro one-vs-rest AUC of
-    softmax(logits) (classes with positives and negatives in y), and for two classes the
-    sensitivity = recall of class 1 and specificity = recall of class 0."""
+    softmax(logits) (classes with positives and negatives in y), and, given the index of the
+    positive class of a two-class problem, sensitivity = recall of the positive class and
+    specificity = recall of the other one."""
     p = torch.softmax(logits.double(), dim=1).cpu().numpy()  # (N, classes)
     y = np.asarray(y)
     pred = p.argmax(1)
@@ -492,9 +565,10 @@ def metrics(logits: torch.Tensor, y: np.ndarray) -> dict:
             aucs.append((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     out = {"accuracy": float(np.mean(pred == y)), "macro_f1": float(np.mean(f1s)),
            "auc": float(np.mean(aucs)) if aucs else float("nan")}
-    if p.shape[1] == 2:
-        out["sensitivity"] = float(np.mean(pred[y == 1] == 1)) if (y == 1).any() else float("nan")
-        out["specificity"] = float(np.mean(pred[y == 0] == 0)) if (y == 0).any() else float("nan")
+    if positive is not None and p.shape[1] == 2:
+        neg = 1 - positive
+        out["sensitivity"] = float(np.mean(pred[y == positive] == positive)) if (y == positive).any() else float("nan")
+        out["specificity"] = float(np.mean(pred[y == neg] == neg)) if (y == neg).any() else float("nan")
     return out
 
 
@@ -658,7 +732,7 @@ def plot_views(x: np.ndarray, leaves: Leaves, path, title: str = "") -> None:
 
 
 def prepare(args: Args):
-    """Load, check, min-max. Returns (name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes)."""
+    """Load, check, min-max. Returns (dataset, x_tr, y_tr, x_va, y_va, x_te, y_te)."""
     ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
                            val_fraction=args.val_fraction, seed=args.seed)
     if ds.task != "classification":
@@ -670,8 +744,27 @@ def prepare(args: Args):
     if len(x_tr) < 2 or len(x_va) < 1:
         raise UserError(f"{ds.name}: {len(x_tr)} training and {len(x_va)} validation series; fine-tuning "
                         "needs at least 2 and 1 (raise --val-fraction if the validation split is empty)")
-    return (ds.name, minmax(x_tr), y_tr, minmax(x_va), y_va, minmax(ds.X_test), ds.y_test,
-            ds.n_classes)
+    return ds, minmax(x_tr), y_tr, minmax(x_va), y_va, minmax(ds.X_test), ds.y_test
+
+
+def evaluate(models: dict, encoders: dict, labelled, val, test, args: Args, device, positive) -> tuple:
+    """The only step that reads the test split, after every choice is made. models: name ->
+    fine-tuned Classifier (its epoch already chosen on validation); encoders: name -> frozen
+    encoder for the shared linear probe, fitted on the labelled training series (C chosen on
+    validation inside linear_eval, never on test). Returns (eval, probe selection): eval holds
+    only test metrics; the probes' C and validation accuracy go to the selection."""
+    (x_lab, y_lab), (x_va, y_va), (x_te, y_te) = labelled, val, test
+    ev, chosen = {}, {}
+    for name, model in models.items():
+        prefix = {"finetune": "", "scratch_finetune": "scratch_"}[name]   # accuracy, scratch_accuracy, ...
+        ev.update({prefix + k: v for k, v in metrics(predict(model, x_te, args.batch_size, device), y_te,
+                                                     positive).items()})
+    for name, enc in encoders.items():                        # "probe", "random_init_probe"
+        z = [embed(enc, x, args.batch_size, device) for x in (x_lab, x_va, x_te)]
+        pr = linear_eval(z[0], y_lab, z[1], y_va, z[2], y_te)
+        ev.update({f"{name}_accuracy": pr["accuracy"], f"{name}_macro_f1": pr["macro_f1"]})
+        chosen.update({f"{name}_C": pr["C"], f"{name}_val_accuracy": pr["val_accuracy"]})
+    return ev, chosen
 
 
 def main(args: Args) -> dict:
@@ -680,61 +773,77 @@ def main(args: Args) -> dict:
     set_seed(args.seed)
     device = get_device(args.device)
     resolve(args, "")                                         # flag checks before loading anything
-    name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes = prepare(args)
+    ds, x_tr, y_tr, x_va, y_va, x_te, y_te = prepare(args)
+    name, n_classes = ds.name, ds.n_classes
     args = resolve(args, name)
-    lab = label_subset(y_tr, args.label_fraction, args.seed)
+    positive = positive_class(name, ds.class_names)
+    lab = label_subset(y_tr, args.label_fraction, args.seed)  # the labelled subset, drawn from TRAIN
+    x_lab, y_lab = x_tr[lab], y_tr[lab]
     method = METHOD if args.views == "leaves" else f"{METHOD}_{args.views}"
     print(f"[{METHOD}] {name} seed={args.seed} device={device} views={args.views} preset={args.preset} "
           f"tau={args.temperature} M={args.mixtures} | x (N, C, T) = ({len(x_tr) + len(x_va)}, "
           f"{x_tr.shape[1]}, {x_tr.shape[2]}) train+val, {len(x_te)} test, {n_classes} classes, "
-          f"{len(lab)} labelled")
-
-    ev, history, stats = {}, [], {"train_time_s": 0.0}
+          f"{len(lab)} labelled" + (f", positive class {ds.class_names[positive]!r}" if positive is not None else ""))
     run_dir = make_run_dir(args.out_dir, name, method, args.seed)
-    x_lab, y_lab = x_tr[lab], y_tr[lab]
-    init_encoder = Encoder(x_tr.shape[1], args.base_width).to(device)   # also the scratch start
+
+    # 1. METHOD: pre-train on every training series (train + val), no label, no test series
+    history, stats, encoder = [], {"train_time_s": 0.0}, None
     if args.views != "none":
-        # METHOD: pre-train on every training series (train + val, labels unused)
-        torch.manual_seed(args.seed)
-        encoder, leaves, history, stats = pretrain(np.concatenate([x_tr, x_va]), args, device)
+        encoder, init_encoder, leaves, history, stats = pretrain(unlabelled_pool(x_tr, x_va), args, device)
         print(f"pre-trained {stats['iters']} steps ({args.epochs} epochs of {stats['iters_per_epoch']} "
               f"batches of {stats['batch_size']}) in {stats['train_time_s']:.1f} s")
-        model, ft_log, best_ep = finetune(encoder, x_lab, y_lab, x_va, y_va, n_classes, args, device, args.seed)
-        ev = metrics(predict(model, x_te, args.batch_size, device), y_te)
-        ev.update(best_epoch=best_ep, finetune_log=ft_log)
-        z = [embed(encoder, x, args.batch_size, device) for x in (x_lab, x_va, x_te)]
-        pr = linear_eval(z[0], y_lab, z[1], y_va, z[2], y_te)
-        ev.update(probe_accuracy=pr["accuracy"], probe_macro_f1=pr["macro_f1"], probe_C=pr["C"])
+    else:
+        init_encoder = make_encoder(x_tr.shape[1], args, device)    # the pre-trained run's own start
+
+    # 2. choices on validation only: the fine-tuning epoch of each network (Sec. 4, deviation 8)
+    starts = {}                                               # name -> the encoder fine-tuning starts from
+    if encoder is not None:
+        starts["finetune"] = encoder                          # the pre-trained network
+        if args.scratch_eval:
+            starts["scratch_finetune"] = init_encoder         # supervised row: same network, same init
+    else:
+        starts["finetune"] = init_encoder                     # --views none: the run is from scratch
+    models, selection = {}, {}
+    for key, start in starts.items():
+        models[key], log, epoch = finetune(start, x_lab, y_lab, x_va, y_va, n_classes, args, device, args.seed)
+        selection.update({f"{key}_epoch": epoch, f"{key}_val_log": log})
+    probes = {}                                               # frozen encoders for the linear probe
+    if encoder is not None:
+        probes["probe"] = encoder
+    if args.random_init_eval:
+        probes["random_init_probe"] = init_encoder
+
+    # 3. the one step that reads the test split
+    ev, chosen = evaluate(models, probes, (x_lab, y_lab), (x_va, y_va), (x_te, y_te), args, device, positive)
+    selection.update(chosen)
+
+    if encoder is not None:
         plot_history(history[1:], run_dir / "loss.png", f"{name} {args.views} seed {args.seed}: NT-Xent")
         plot_strengths(history, run_dir / "strengths.png", f"{name} {args.views} seed {args.seed}")
-        plot_views(x_te[0], leaves, run_dir / "views.png", f"{name}: a test series and two views "
+        plot_views(x_tr[0], leaves, run_dir / "views.png", f"{name}: a training series and two views "
                    f"({args.views}, after pre-training)")
         if args.save_model:
-            save_checkpoint(run_dir / "encoder.pt", encoder.state_dict(), args)
-    if args.views == "none" or args.scratch_eval:             # supervised from scratch
-        model, s_log, s_ep = finetune(init_encoder, x_lab, y_lab, x_va, y_va, n_classes, args, device, args.seed)
-        sc = metrics(predict(model, x_te, args.batch_size, device), y_te)
-        if args.views == "none":
-            ev = dict(sc, best_epoch=s_ep, finetune_log=s_log)
-        else:
-            ev.update({f"scratch_{k}": v for k, v in sc.items()})
-    if args.random_init_eval:
-        z = [embed(init_encoder, x, args.batch_size, device) for x in (x_lab, x_va, x_te)]
-        ri = linear_eval(z[0], y_lab, z[1], y_va, z[2], y_te)
-        ev.update(random_init_probe_accuracy=ri["accuracy"], random_init_probe_macro_f1=ri["macro_f1"])
-
-    line = (f"fine-tuned | acc {100 * ev['accuracy']:.1f} | macro-F1 {100 * ev['macro_f1']:.1f} | "
-            f"AUC {ev['auc']:.3f}" + (f" | sens {ev['sensitivity']:.3f} spec {ev['specificity']:.3f}"
-                                      if "sensitivity" in ev else "") + f" | epoch {ev['best_epoch']} (val)")
+            save_checkpoint(run_dir / "encoder.pt", encoder.state_dict(), args,
+                            extra={"init_state_dict": init_encoder.state_dict()})
+    line = (f"fine-tuned{' from scratch' if encoder is None else ''} | acc {100 * ev['accuracy']:.1f} | "
+            f"macro-F1 {100 * ev['macro_f1']:.1f} | AUC {ev['auc']:.3f}"
+            + (f" | sens {ev['sensitivity']:.3f} spec {ev['specificity']:.3f}" if "sensitivity" in ev else "")
+            + f" | epoch {selection['finetune_epoch']} (val)")
     if "scratch_accuracy" in ev:
-        line += f"\nfrom scratch | acc {100 * ev['scratch_accuracy']:.1f} | macro-F1 {100 * ev['scratch_macro_f1']:.1f}"
+        line += (f"\nfrom scratch | acc {100 * ev['scratch_accuracy']:.1f} | macro-F1 "
+                 f"{100 * ev['scratch_macro_f1']:.1f} | epoch {selection['scratch_finetune_epoch']} (val)")
     if "probe_accuracy" in ev:
-        line += f"\nlinear probe | acc {100 * ev['probe_accuracy']:.1f} | macro-F1 {100 * ev['probe_macro_f1']:.1f}"
+        line += (f"\nlinear probe | acc {100 * ev['probe_accuracy']:.1f} | macro-F1 {100 * ev['probe_macro_f1']:.1f}"
+                 f" | C {selection['probe_C']} (val)")
     if "random_init_probe_accuracy" in ev:
         line += f" | random-init encoder probe acc {100 * ev['random_init_probe_accuracy']:.1f}"
     print(line)
-    res = write_results(run_dir, method, name, args.seed, args, history, ev, stats["train_time_s"],
-                        device, extra={"train": stats, "n_labelled": int(len(lab))})
+    res = write_results(run_dir, method, name, args.seed, args, history, ev, stats["train_time_s"], device,
+                        extra={"selection": selection, "label_free": True, "label_note": "",
+                               "positive_class": ds.class_names[positive] if positive is not None else None,
+                               "pretrain_steps": {k: stats[k] for k in ("iters", "iters_per_epoch", "batch_size")
+                                                  if k in stats},
+                               "n_labelled": int(len(lab))})
     print(f"saved {run_dir / 'results.json'}")
     res["run_dir"] = str(run_dir)
     return res

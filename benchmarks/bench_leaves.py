@@ -131,12 +131,13 @@ def run_one(a: Args, name: str, path: str, seed: int, views: str) -> dict:
               scratch_eval=views == "leaves", random_init_eval=views == "leaves")
     t = time.perf_counter()
     res = leaves.main(leaves.Args(**kw))
-    ev, h = res["eval"], res["history"]
-    keep = ("accuracy", "macro_f1", "auc", "sensitivity", "specificity", "best_epoch", "probe_accuracy",
+    ev, h, sel = res["eval"], res["history"], res["selection"]
+    keep = ("accuracy", "macro_f1", "auc", "sensitivity", "specificity", "probe_accuracy",
             "probe_macro_f1", "scratch_accuracy", "scratch_macro_f1", "scratch_auc", "scratch_sensitivity",
             "scratch_specificity", "random_init_probe_accuracy")
     return {"dataset": name, "seed": seed, "views": views, "settings": SETTINGS[name],
             "n_labelled": res["n_labelled"], **{k: ev[k] for k in keep if k in ev},
+            "best_epoch": sel["finetune_epoch"], "positive_class": res["positive_class"],
             "strengths_start": {k: h[0][k] for k in ("sigma_jitter", "sigma_scale", "sigma_magw", "K")},
             "strengths_end": {k: h[-1][k] for k in ("sigma_jitter", "sigma_scale", "sigma_magw", "K")},
             "final_loss": h[-1]["loss"], "pretrain_s": res["time_s"], "wall_s": time.perf_counter() - t,
