@@ -208,8 +208,9 @@ def make_run_dir(out_dir, dataset: str, method: str, seed: int) -> Path:
     return d
 
 
-def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
-    """Atomic save of {'state_dict', 'args'}: tensors and plain data only, no pickled classes."""
+def save_checkpoint(path, state_dict: dict, args: Any = None, extra: dict | None = None) -> None:
+    """Atomic save of {'state_dict', 'args'} and any `extra` entries (more state dicts, e.g.
+    'init_state_dict', or plain data): tensors and plain data only, no pickled classes."""
     import torch
     if dataclasses.is_dataclass(args):
         args = dataclasses.asdict(args)
@@ -220,6 +221,9 @@ def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
     if bad:
         raise TypeError(f"save_checkpoint takes a module state_dict (name -> tensor); {bad[:3]} are not tensors")
     payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "args": args}
+    for key, v in (extra or {}).items():
+        payload[key] = ({n: t.detach().cpu() for n, t in v.items()} if isinstance(v, dict) and v
+                        and all(torch.is_tensor(t) for t in v.values()) else json.loads(json.dumps(v, default=_json_default)))
     _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
 
 
