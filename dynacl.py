@@ -75,7 +75,8 @@ Where we differ from the paper / official code:
      recall in every HARTH and ECG row of Table 3 (and 3 of the 8 SleepEEG rows); a macro F1
      cannot (F1_c <= (P_c + R_c) / 2), so it is support-weighted; we report accuracy, macro
      P / R / F1 and weighted F1. Clustering: final epoch, against true labels and against k-means labels
-     (the code: k-means labels only, best of the epochs scored every 5). Picture: 2-D PCA, not
+     (the code: k-means labels only, best of the epochs scored every 5; 10 k-means restarts as its
+     KMeans(n_init=10)). Picture: 2-D PCA, not
      t-SNE (no scikit-learn here). The code's ReduceLROnPlateau on the test-split loss is dropped.
   8. Train-only z-score per feature (the SleepEEG code has none; HARTH used HUNT4 statistics);
      for recordings, the statistics of every frame of the fit subjects, labelled or not. So
