@@ -220,9 +220,11 @@ def test_harth_end_to_end_through_the_mirror(harth_site, mirror, tmp_path, capsy
     subject-wise split, frame counts by hand, one sequence (only S006 holds 60 s), the probe's
     test rows = the labelled frames of the test subject, its accuracy beside the random init."""
     mirror(harth_site)
-    seen = []
+    seen, pre = [], []
     spy(monkeypatch, "linear_eval", seen)
+    spy(monkeypatch, "pretrain", pre)
     res = run(tmp_path, dataset="HARTH", save_model=True)
+    assert len(pre) == 1 and pre[0]["name"] == "HARTH"        # the name that picks deviation 3's preset
     out = capsys.readouterr().out
     d = res["data"]
     frames = {s: 1 + (b - a - 50) // 25 for s, (a, b) in HARTH_SUBJECTS.items()}
@@ -297,10 +299,12 @@ def test_afdb_end_to_end_through_the_mirror(afdb_site, afdb_records, mirror, tmp
     60 s), records split by subject; the probe leaves out N (Table 3), the clustering keeps all 4
     rhythms (App. D); only the four files of each record and the listing are fetched."""
     mirror(afdb_site)
-    probe, clusters = [], []
+    probe, clusters, pre = [], [], []
     spy(monkeypatch, "linear_eval", probe)
     spy(monkeypatch, "cluster_scores", clusters)
+    spy(monkeypatch, "pretrain", pre)
     res = run(tmp_path, dataset="AFDB")
+    assert [c["name"] for c in pre] == ["AFDB"]
     d = res["data"]
     assert d["subjects"]["test"] == ["04746"] and sorted(sum(d["subjects"].values(), [])) == sorted(AFDB_SUBJECTS)
     frames = {r: 1 + (b - a - 250) // 125 for r, (a, b) in AFDB_SUBJECTS.items()}
@@ -542,6 +546,7 @@ def test_stored_order_validation_is_one_contiguous_block(monkeypatch):
     fit_id, val_id = st.x_train[:, 0], st.x_val[:, 0]
     assert len(val_id) == 30 and np.all(np.diff(val_id) > 0) and fit_id.max() < val_id.min()
     assert np.array_equal(st.y_val, y[-30:]) and np.array_equal(st.y_train, y[:-30])
+    assert np.allclose(st.x_train.mean(0), 0, atol=1e-5) and np.allclose(st.x_train.std(0), 1, atol=1e-4)   # fit rows' statistics
     assert "the last 30 rows (one block)" in st.note and st.label_free
 
 
@@ -691,3 +696,21 @@ def test_frame_labels_rule_edges():
     one = np.r_[np.full(49, 2), [-1]]
     assert m.frame_labels(one, 50, 25, 3).tolist() == [-1]
     assert len(m.frame_labels(np.zeros(10_001, np.int64), 250, 125, 4)) == 1 + (10_001 - 250) // 125
+
+
+def test_a_subject_with_several_recordings_stays_on_one_side(tmp_path):
+    """Subject ids A, B, A, C, E, D, E in one file: A's and E's two recordings each stay on one side
+    of the split (the split counts subjects, not recordings: E, the last ID, is the test subject)."""
+    rng = np.random.default_rng(3)
+    order = ["A", "B", "A", "C", "E", "D", "E"]
+    subj = np.repeat(order, 400)
+    np.savez(tmp_path / "multi.npz", signal=rng.standard_normal((2, len(subj))).astype(np.float32),
+             labels=np.arange(len(subj)) // 100 % 2, fs=50.0, subject=subj)
+    for seed in range(6):
+        r = data.load_recordings(str(tmp_path / "multi.npz"), val_fraction=0.25, seed=seed)
+        sides = {s: {k for k, recs in (("train", r.train), ("val", r.val), ("test", r.test)) if s in [x.subject for x in recs]}
+                 for s in "ABCDE"}
+        assert all(len(v) == 1 for v in sides.values()), sides
+        assert [x.subject for x in r.test] == ["E", "E"] and sum(x.subject == "A" for x in r.train + r.val) == 2
+    st = m.prepare(m.Args(dataset=str(tmp_path / "multi.npz"), seq_len=5, **TINY), 1)
+    assert st.info["stretches"]["fit"] + st.info["stretches"]["val"] == 5 and st.info["stretches"]["test"] == 2
