@@ -451,7 +451,7 @@ def prepare_recordings(args: Args, seed: int) -> Streams:
     note = (f"{name}: {n_ch} channels at {fs:g} Hz -> STFT frames of {info['features']} features (1-s Hann, 0.5-s hop); "
             f"{'subjects' if split_by == 'subject' else 'one subject split in time:'} {len(sub['fit'])} fit + "
             f"{len(sub['val'])} val | {len(sub['test'])} test; frames {info['frames']['fit']} + {info['frames']['val']} | "
-            f"{info['frames']['test']}; {len(seqs)} sequences of T = {T} consecutive frames inside one recording "
+            f"{info['frames']['test']}; {len(seqs)} sequence{'s' * (len(seqs) > 1)} of T = {T} consecutive frames inside one recording "
             f"(train + val subjects, the recording's own order, no label read); frame label = majority of its "
             f"samples, frames with an unlabelled sample are pre-trained on, not probed "
             f"({sum(info['frames'][s] - info['labelled_frames'][s] for s in pieces)} frames)")
