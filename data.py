@@ -1765,7 +1765,10 @@ class Recording:
 
 @dataclass
 class Recordings:
-    """Per-subject continuous recordings, split by subject: `train`, `val`, `test` lists."""
+    """Continuous recordings, split by subject: `train`, `val`, `test` lists of Recording. A subject
+    may hold several recordings; each Recording is one continuous stretch (NaN samples mark gaps).
+    split: "subject" (no subject in two splits), or "time" where the file holds one subject (each
+    recording's first part trains, its last part tests)."""
     name: str
     fs: float
     channel_names: list
@@ -1773,6 +1776,7 @@ class Recordings:
     train: list
     val: list
     test: list
+    split: str = "subject"
 
     def __repr__(self) -> str:
         n = lambda rs: f"{len(rs)} subjects, {sum(r.signals.shape[1] for r in rs) / self.fs / 3600:.1f} h"  # noqa: E731
@@ -1843,29 +1847,211 @@ def _load_afdb(home: Path) -> tuple[list, dict]:
     return recs, dict(fs=250.0, channel_names=names, class_names=list(AFDB_RHYTHMS))
 
 
+def _sample_labels(values, path) -> tuple[np.ndarray, list]:
+    """Per-sample labels of a user's recording -> (class id per sample, -1 = unlabelled; class names).
+    Numbers: negative = unlabelled, classes in numeric order. Text: '' = unlabelled, classes sorted."""
+    v = np.asarray(values)
+    if v.dtype.kind in "iub" or (v.dtype.kind == "f" and np.all(np.isnan(v) | (v == np.round(v)))):
+        f = v.astype(np.float64)
+        ok = np.isfinite(f) & (f >= 0)
+        classes = np.unique(f[ok])
+        ids = np.full(len(f), -1, dtype=np.int64)
+        ids[ok] = np.searchsorted(classes, f[ok])
+        return ids, [str(int(c)) for c in classes]
+    if v.dtype.kind not in "US":
+        raise UserError(f"{path}: labels must be integers (negative = unlabelled) or text ('' = unlabelled), "
+                        f"got {v.dtype}")
+    t = np.char.strip(v.astype(str))
+    try:                                       # text that holds integers ("1", "13", "-1"): numeric order
+        return _sample_labels(np.where(t == "", "-1", t).astype(np.int64), path)
+    except ValueError:
+        pass
+    classes = np.unique(t[t != ""])
+    ids = np.where(t == "", -1, np.searchsorted(classes, t)).astype(np.int64)
+    return ids, classes.tolist()
+
+
+def _pieces(signals: np.ndarray, labels: np.ndarray, subjects: np.ndarray, breaks: np.ndarray) -> list:
+    """Cut one long (C, T) array into Recordings: a new recording starts where the subject id
+    changes or breaks[t] is True (a gap before sample t)."""
+    start = np.flatnonzero(np.r_[True, (subjects[1:] != subjects[:-1]) | breaks[1:]])
+    edges = np.r_[start, len(labels)]
+    return [Recording(str(subjects[a]), np.ascontiguousarray(signals[:, a:b]), labels[a:b])
+            for a, b in zip(edges[:-1], edges[1:])]
+
+
+def read_recording_file(path) -> tuple[list, dict]:
+    """A user's continuous recording (DynaCL's own kind of input), from a .npz or a .csv file.
+
+    .npz  signal (C, T) or (T,) float, labels (T,) per sample (integers, negative = unlabelled; or
+          text, '' = unlabelled), fs (sampling rate in Hz); optional subject (T,) per-sample
+          subject ids (a new recording starts wherever the id changes), channel_names (C,),
+          class_names (K,) for integer labels 0..K-1. NaN samples mark gaps (missing data).
+    .csv  a header row; columns `label` (empty = unlabelled), a time column `time` (seconds) or
+          `timestamp` (ISO date-time: 2019-01-12 00:00:00.020), optional `subject`; every other
+          column is a channel. fs = 1 / the median time step; a step over 1.5 times it is a gap.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    layout = ("a continuous recording needs signal (C, T), labels (T,) per sample and fs (Hz); "
+              "see data.read_recording_file")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                z = {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path} is not a readable .npz archive of plain arrays ({e})") from None
+        missing = [k for k in ("signal", "labels", "fs") if k not in z]
+        if missing:
+            raise UserError(f"{path}: no {', '.join(missing)} array; found {sorted(z)}. {layout}")
+        sig = np.asarray(z["signal"])
+        if sig.dtype.kind not in "iuf":
+            raise UserError(f"{path}: signal must hold numbers, got {sig.dtype}")
+        sig = sig[None] if sig.ndim == 1 else sig
+        if sig.ndim != 2:
+            raise UserError(f"{path}: signal must be (C, T) or (T,), got shape {sig.shape}")
+        if sig.shape[0] > sig.shape[1]:
+            raise UserError(f"{path}: signal is {sig.shape}: more channels than samples. It must be (C, T), "
+                            f"channels first; save signal.T")
+        try:
+            fs = float(np.asarray(z["fs"]).reshape(-1)[0]) if np.asarray(z["fs"]).size == 1 else float("nan")
+        except (TypeError, ValueError):
+            fs = float("nan")
+        n = sig.shape[1]
+        subj = np.asarray(z.get("subject", np.zeros(n, dtype=np.int64)))
+        labels_raw, breaks = np.asarray(z["labels"]), np.zeros(n, dtype=bool)
+        channel_names = [str(c) for c in z.get("channel_names", [f"ch{i}" for i in range(sig.shape[0])])]
+    elif path.suffix == ".csv":
+        with open(path, encoding="utf-8") as fh:
+            cols = [c.strip().strip('"') for c in fh.readline().split(",")]
+        time_col = next((c for c in ("time", "timestamp") if c in cols), None)
+        if "label" not in cols or time_col is None:
+            raise UserError(f"{path}: a recording CSV needs a `label` column and a `time` (seconds) or "
+                            f"`timestamp` column; found {cols}")
+        channel_names = [c for c in cols if c not in ("label", "subject", time_col) and c]
+        if not channel_names:
+            raise UserError(f"{path}: no signal columns besides {cols}")
+        try:
+            sig = np.loadtxt(path, delimiter=",", skiprows=1, usecols=[cols.index(c) for c in channel_names],
+                             dtype=np.float64, ndmin=2, quotechar='"').T
+            text = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, quotechar='"',
+                              usecols=[cols.index(c) for c in (time_col, "label", "subject") if c in cols])
+            t = (text[:, 0].astype(np.float64) if time_col == "time" else
+                 (np.char.strip(text[:, 0]).astype("datetime64[us]") - np.datetime64(0, "us")).astype(np.float64) / 1e6)
+        except ValueError as e:
+            raise UserError(f"{path}: cannot read the values ({e})") from None
+        labels_raw, n = text[:, 1], sig.shape[1]
+        subj = text[:, 2] if "subject" in cols else np.zeros(n, dtype=np.int64)
+        step = np.diff(t)
+        if n < 2 or not np.all(np.isfinite(step)) or np.median(step) <= 0:
+            raise UserError(f"{path}: the {time_col} column must increase (found {n} rows)")
+        same = np.r_[False, subj[1:] == subj[:-1]]
+        fs = 1.0 / float(np.median(step[same[1:]])) if same[1:].any() else float("nan")
+        bad = same[1:] & ((step <= 0) | (step > 1.5 / fs))
+        breaks = np.r_[False, bad]                     # a gap (or a backwards step) starts a new recording
+    else:
+        raise UserError(f"{path}: a recording must be a .npz or a .csv file ({layout})")
+    if not (np.isfinite(fs) and fs > 0):
+        raise UserError(f"{path}: fs (the sampling rate in Hz) must be one positive number")
+    if len(labels_raw) != n or len(subj) != n:
+        raise UserError(f"{path}: signal has {n} samples but labels has {len(labels_raw)}"
+                        + (f" and subject {len(subj)}" if len(subj) != n else ""))
+    if np.isinf(sig).any():
+        raise UserError(f"{path}: signal holds +-inf values; use NaN for missing samples")
+    if len(channel_names) != sig.shape[0]:
+        raise UserError(f"{path}: {len(channel_names)} channel_names for {sig.shape[0]} channels")
+    if n < 2:
+        raise UserError(f"{path}: the recording holds {n} samples")
+    if path.suffix == ".npz" and "class_names" in z:         # integer labels 0..K-1 named by class_names
+        class_names = [str(c) for c in z["class_names"]]
+        lab = np.asarray(labels_raw)
+        if lab.dtype.kind not in "iu" or lab.max() >= len(class_names):
+            raise UserError(f"{path}: with class_names ({len(class_names)} names) labels must be integers "
+                            f"0..{len(class_names) - 1} (negative = unlabelled)")
+        labels = np.where(lab >= 0, lab, -1).astype(np.int64)
+    else:
+        labels, class_names = _sample_labels(labels_raw, path)
+    if len(class_names) < 2:
+        raise UserError(f"{path}: the labels hold {len(class_names)} class(es); evaluation needs at least two")
+    recs = _pieces(sig.astype(np.float32), labels, np.asarray(subj).astype(str), breaks)
+    return recs, dict(fs=fs, channel_names=channel_names, class_names=class_names)
+
+
+def is_recordings(name) -> bool:
+    """True for the continuous-recording sets (HARTH, AFDB) and a user's recording file: any .csv,
+    or a .npz holding a `signal` array (a .npz of windows holds X_train, ... instead)."""
+    s = str(name)
+    if s.endswith(".csv"):
+        return True
+    if s.endswith(".npz"):
+        try:
+            with np.load(Path(s).expanduser(), allow_pickle=False) as npz:
+                return "signal" in npz.files
+        except (ValueError, OSError, zipfile.BadZipFile):
+            return False                       # load_dataset reports what is wrong with it
+    if os.sep in s:
+        return False
+    try:
+        return _resolve_name(s) in ("HARTH", "AFDB")
+    except UserError:
+        return False
+
+
+def _split_in_time(recs: list, fraction: float) -> tuple[list, list]:
+    """Each recording's first (1 - fraction) of samples, and its last `fraction` (at least one sample each)."""
+    head, tail = [], []
+    for r in recs:
+        n = r.signals.shape[1]
+        cut = min(max(1, int(round((1 - fraction) * n))), n - 1) if n > 1 else n
+        head.append(Recording(r.subject, r.signals[:, :cut], r.labels[:cut]))
+        if cut < n:
+            tail.append(Recording(r.subject, r.signals[:, cut:], r.labels[cut:]))
+    return head, tail
+
+
 def load_recordings(name: str, data_dir=None, test_fraction: float = 0.2, val_fraction: float = 0.0,
                     seed: int = 0) -> Recordings:
     """Continuous labelled recordings per subject, for methods that frame them themselves (DynaCL).
 
     HARTH: 6 accelerometer channels at 50 Hz, 12 activities. AFDB: 2 ECG leads at 250 Hz, rhythm
-    labels AFIB, AFL, J, N per sample. Subjects sorted by ID: the last `test_fraction` are test (as
-    DynaCL's 80/20); `val_fraction` of the remaining subjects, drawn with `seed`, are validation.
+    labels AFIB, AFL, J, N per sample. A path: a user's .npz / .csv recording (read_recording_file).
+    Subjects sorted by ID: the last `test_fraction` of the subjects are test (as DynaCL's 80/20);
+    `val_fraction` of the remaining subjects, drawn with `seed`, are validation. Where only one
+    subject is left for training, validation is the last `val_fraction` of each of its recordings;
+    where the file holds one subject, each recording's last `test_fraction` is test (split="time").
     """
-    name = _resolve_name(name)
-    if name not in ("HARTH", "AFDB"):
-        raise UserError(f"{name} is not a continuous-recording dataset (HARTH, AFDB are); use load_dataset({name!r})")
     if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
         raise UserError(f"test_fraction must be in (0, 1) and val_fraction in [0, 1); got {test_fraction}, {val_fraction}")
-    recs, meta = (_load_harth if name == "HARTH" else _load_afdb)(data_home(data_dir))
-    recs = sorted(recs, key=lambda r: r.subject)
-    if len(recs) < 2:
+    if str(name).endswith((".npz", ".csv")):
+        recs, meta = read_recording_file(name)
+        name = Path(name).stem
+    else:
+        name = _resolve_name(name)
+        if name not in ("HARTH", "AFDB"):
+            raise UserError(f"{name} is not a continuous-recording dataset (HARTH, AFDB or a .npz / .csv "
+                            f"recording are); use load_dataset({name!r})")
+        recs, meta = (_load_harth if name == "HARTH" else _load_afdb)(data_home(data_dir))
+    recs = sorted(recs, key=lambda r: r.subject)                # stable: a subject's recordings keep their order
+    subjects = sorted({r.subject for r in recs})
+    split = "subject"
+    if len(subjects) >= 2:
+        n_test = min(max(1, int(round(test_fraction * len(subjects)))), len(subjects) - 1)
+        test_s = set(subjects[-n_test:])
+        test, rest = [r for r in recs if r.subject in test_s], [r for r in recs if r.subject not in test_s]
+    elif str(name) in ("HARTH", "AFDB") or not recs:
         raise UserError(f"{name}: {len(recs)} recording found; a subject split needs at least two")
-    n_test = min(max(1, int(round(test_fraction * len(recs)))), len(recs) - 1)
-    test = recs[-n_test:]
-    val_s = _subject_holdout([r.subject for r in recs[:-n_test]], val_fraction, seed)
-    train = [r for r in recs[:-n_test] if r.subject not in val_s]
-    val = [r for r in recs[:-n_test] if r.subject in val_s]
-    return Recordings(name, meta["fs"], meta["channel_names"], meta["class_names"], train, val, test)
+    else:
+        split = "time"
+        rest, test = _split_in_time(recs, test_fraction)
+    val_s = _subject_holdout([r.subject for r in rest], val_fraction, seed)
+    if val_s:
+        train, val = [r for r in rest if r.subject not in val_s], [r for r in rest if r.subject in val_s]
+    elif val_fraction > 0:                                     # one training subject: a block at the end
+        train, val = _split_in_time(rest, val_fraction)
+    else:
+        train, val = rest, []
+    return Recordings(name, meta["fs"], meta["channel_names"], meta["class_names"], train, val, test, split)
 
 
 def _recordings_only(name):

@@ -7,7 +7,8 @@ DynaCL and DynaCL-M: Dynamic Contrastive Learning for Time Series Representation
 
 Read top to bottom next to the paper:
   1. Args ............. App. C (tau 0.5, margin 5, mask 0.3, threshold 0.4), batch 8, AdamW 1e-3
-  2. Data ............. rows = instances (N, D); sequences = T consecutive rows (B, T, D)
+  2. Data ............. rows = instances (N, D); sequences = T consecutive rows (B, T, D);
+                        recordings -> STFT frames, frame labels, sequences inside one recording
   3. Augmentations .... DynaCL-M only: input masking (Sec. 3.3)
   4. Encoder .......... App. A: three kernel-1 Conv1d 128/64/32 + BatchNorm + ReLU; no head
   5. Losses ........... Eq. (1)-(3) MP-Xent; Eq. (4) MSE; Eq. (5) margin; Eq. (6) combination
@@ -20,13 +21,20 @@ Instances and sequences (Sec. 4, App. D):
              its features (as TF-C). Sequences are blocks of T = 300 consecutive rows, the first
              80% of blocks train, the last 20% test (989 / 247 blocks). Whether the rows are in time
              order is measured on load (label runs against a shuffled copy) and printed.
-  others     --order stored: the stored row order is time. --order class-runs (default for every
-             set but SleepEEG, whose rows are independent windows with no time order): real windows
-             concatenated in runs of one class with geometric lengths (mean --run-mean): real
-             signals, SIMULATED order; every output says so. Pre-training sees the train split's
-             stream; the probe uses the train / val / test splits.
-  STFT       `stft_features` builds the HARTH / ECG instances (1-s Hann window, 0.5-s hop,
-             magnitude, channels stacked); the raw-recording loaders are a separate issue.
+  HARTH, AFDB (ECG) and a user's own recording (.npz / .csv, data.read_recording_file): continuous
+             per-subject recordings from data.load_recordings, split by subject (sorted IDs, the last
+             20% test; 20% of the others, drawn with the seed, validate the probe's C). Each
+             recording becomes STFT frames (`stft_features`: 1-s Hann window, 0.5-s hop, magnitude,
+             channels stacked: HARTH 6 x 26 = 156 features, AFDB 2 x 126 = 252), stretch by stretch
+             (a NaN sample is a gap). Sequences: T = 119 consecutive frames (60 s, Sec. 4) of one
+             stretch of one subject, never across subjects or gaps, from the train + val subjects,
+             in the recording's own order: pre-training reads no label. Frame labels: deviation 10.
+  others     --order stored: the stored row order is time; validation (when the release has none)
+             is the last --val-fraction of the rows as ONE block, and pre-training sees every
+             training row in stored order (random validation rows would cut about a fifth of the
+             adjacent pairs). --order class-runs (default for every set but SleepEEG, whose rows
+             are independent windows with no time order): deviation 11. The probe uses the train /
+             val / test splits; the test rows are never reordered (probe and scores ignore order).
 
 Where we differ from the paper / official code:
   1. Negatives (Eq. 2 sums over one sequence; the code flattens the batch to one B*T sequence).
@@ -41,6 +49,9 @@ Where we differ from the paper / official code:
      which is what the tables used (Table 4's identical ECG rows need w = 1); Eq. (6) puts lambda
      on MP-Xent. Here --mse-weight w, presets per dataset as the authors' runs: SleepEEG w = 0.4,
      mask 0.3; HARTH w = 1e-30, mask 1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
+     App. C states lambda = 1 (HARTH 1e-30) and mask 0.3: lambda is the code's w (lambda = 1 on
+     MP-Xent would make HARTH's 1e-30 switch the contrastive term off), and w = 1 leaves the
+     contrastive term weight 0, which the authors' SleepEEG runs (w = 0.4) did not use.
   4. Pseudo-labels Y (Eq. 5): on the raw inputs of consecutive instances (the paper says
      sim(z); "precomputed" and the code use inputs). Y = 0 where cos >= threshold, else 1. The
      code's two in-place assignments turn every value into 1 (Y = 1 always); --pseudo-labels code
@@ -57,19 +68,42 @@ Where we differ from the paper / official code:
      code); --projector frozen draws it once.
   7. Evaluation: the shared L-BFGS logistic-regression probe on 32-d instance embeddings (the
      paper: a linear layer, Adam, 50 epochs; no code was released), C chosen on a validation
-     split carved block-wise from train, never on test. The probe uses at most --probe-rows
+     split from train, never on test (SleepEEG and --order stored: one contiguous block;
+     recordings: whole subjects; class runs: data.py's stratified split of the windows). The probe uses at most --probe-rows
      (50,000) random fit rows and as many validation rows (SleepEEG has 237k fit rows; 50k fix
      33 x 5 weights as well, in minutes on a CPU). The paper's "F1" exceeds both precision and
-     recall in every row, so it is support-weighted; we report accuracy, macro P / R / F1 and
-     weighted F1. Clustering: final epoch, against true labels and against k-means labels
-     (the code: k-means labels only, best of the epochs scored every 5). Picture: 2-D PCA, not
+     recall in every HARTH and ECG row of Table 3 (and 3 of the 8 SleepEEG rows); a macro F1
+     cannot (F1_c <= (P_c + R_c) / 2), so it is support-weighted; we report accuracy, macro
+     P / R / F1 and weighted F1. Clustering: final epoch, against true labels and against k-means labels
+     (the code: k-means labels only, best of the epochs scored every 5; 10 k-means restarts as its
+     KMeans(n_init=10)). Picture: 2-D PCA, not
      t-SNE (no scikit-learn here). The code's ReduceLROnPlateau on the test-split loss is dropped.
-  8. Train-only z-score per feature (the SleepEEG code has none; HARTH used HUNT4 statistics).
+  8. Train-only z-score per feature (the SleepEEG code has none; HARTH used HUNT4 statistics);
+     for recordings, the statistics of every frame of the fit subjects, labelled or not. So
+     DynaCL-M's mask (0 = the feature's training mean) and the 0.4 cosine threshold of the
+     pseudo-labels act on z-scored inputs.
   9. Paper: 500 epochs; default here: 20 for SleepEEG (a CPU run in minutes, README), else
      enough epochs for 300 optimiser steps.
+ 10. Recordings (HARTH, AFDB, own files). Frame label: the class holding most of the frame's
+     samples (ties: the lower class id), as the authors' HARTH code; a frame with ANY unlabelled
+     sample (before AFDB's first rhythm note, a code outside the 12 HARTH activities, a user's -1
+     or '') is unlabelled: pre-trained on (it is real time), left out of the probe and the
+     clustering. The probe: AFDB without "N" (all other rhythms), as Table 3; clustering keeps
+     all 4 rhythms (App. D). Sequences do not overlap (the authors' HARTH code starts one every 24
+     frames, ~80% overlap): each frame is seen once per epoch, the budget is set in steps.
+     Pre-training: train + val subjects (the paper's 80%); the probe fits on the train subjects,
+     chooses C on the val subjects, tests on the test subjects. AFDB T = 119 (Sec. 4; App. D and
+     the authors' later runs use 500: --seq-len 500).
+ 11. Class-run order (not in the paper; for sets of windows without a time order): real windows
+     of the train split concatenated in runs of one class with geometric lengths (mean
+     --run-mean): real signals, SIMULATED order. That order is built from the training labels:
+     the ONE place pre-training reads labels. Every output says so (printed note, results.json
+     label_free = False and label_note, the data note).
 
 Run:  python dynacl.py --dataset SleepEEG
       python dynacl.py --dataset SleepEEG --variant dynacl-m
+      python dynacl.py --dataset HARTH            (or AFDB: downloads from UCI / PhysioNet)
+      python dynacl.py --dataset path/to/recording.npz   (signal (C, T), labels (T,), fs)
       python dynacl.py --dataset path/to/Gesture/train.pt --order class-runs
 """
 from __future__ import annotations
@@ -77,7 +111,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -90,6 +124,8 @@ from common import (UserError, arg, cli, get_device, make_run_dir, plot_history,
 
 METHOD = "dynacl"
 SLEEP_FEATURES = 178                                          # TF-C keeps 178 of the 200 samples
+WIN_S, HOP_S = 1.0, 0.5                                       # HARTH / ECG frames: 1-s Hann window, 0.5-s hop (Sec. 4)
+RECORDING_T = 119                                             # frames per sequence, 60 s (Sec. 4)
 # DynaCL-M presets of the authors' runs (deviation 3): dataset -> (mse_weight w, mask fraction p)
 PRESETS = {"SleepEEG": (0.4, 0.3), "HARTH": (1e-30, 1e-5), "AFDB": (1.0, 0.3)}
 DEFAULT_PRESET = PRESETS["SleepEEG"]
@@ -99,15 +135,17 @@ DEFAULT_PRESET = PRESETS["SleepEEG"]
 @dataclass
 class Args:
     """DynaCL / DynaCL-M pre-training + linear evaluation + clustering scores."""
-    dataset: str = arg("SleepEEG", "dataset name (see data.py) or a .npz/.pt/.ts path")
+    dataset: str = arg("SleepEEG", "dataset name (see data.py; HARTH, AFDB are recordings), a .npz/.pt/.ts "
+                        "path, or a recording (.npz with signal, labels, fs; or .csv)")
     data_dir: str = arg("", "data root; '' = data.py default (env TS_DATA_DIR)")
     variant: str = arg("dynacl", "dynacl (MP-Xent, Eq. 3) | dynacl-m (Eq. 4-6)")
     mse: bool = arg(True, "dynacl-m: masking + MSE term (--no-mse = Table 4 row MP-Xent + margin)")
     margin_term: bool = arg(True, "dynacl-m: margin term (--no-margin-term = Table 4 row MP-Xent + MSE)")
     negatives: str = arg("batch", "batch | sequence (Eq. 2 literally) | code (flattened batch, deviation 1)")
     temperature: float = arg(0.5, "tau in Eq. (1)-(2), App. C")
-    seq_len: int = arg(0, "T, instances per sequence; 0 = 300 for SleepEEG, else N_train // 16 in [3, 100]")
-    order: str = arg("auto", "auto (stored for SleepEEG, else class-runs) | stored | class-runs")
+    seq_len: int = arg(0, "T, instances per sequence; 0 = 300 for SleepEEG, 119 for recordings (Sec. 4), "
+                       "else N_train // 16 in [3, 100]")
+    order: str = arg("auto", "auto (stored for SleepEEG, a recording's own order, else class-runs) | stored | class-runs")
     run_mean: float = arg(20.0, "class-runs: mean run length (geometric)")
     widths: str = arg("128,64,32", "encoder widths (App. A); the last one is F")
     mse_weight: float = arg(-1.0, "w in w*MSE + (1-w)*contrastive (deviation 3); -1 = dataset preset")
@@ -121,8 +159,8 @@ class Args:
     batch_size: int = arg(8, "sequences per batch (App. C: 8); min(batch, sequences) is used")
     lr: float = arg(1e-3, "AdamW learning rate (Sec. 4)")
     weight_decay: float = arg(0.01, "AdamW weight decay (torch default, as the code runs)")
-    test_fraction: float = arg(0.2, "SleepEEG: share of blocks held out for test (paper 80/20)")
-    val_fraction: float = arg(0.2, "share of the train blocks the probe uses to choose C")
+    test_fraction: float = arg(0.2, "SleepEEG: share of blocks, recordings: of subjects, held out for test (paper 80/20)")
+    val_fraction: float = arg(0.2, "share of the train blocks / rows / subjects the probe uses to choose C")
     probe_rows: int = arg(50_000, "probe: at most this many random fit rows and val rows (0 = all)")
     cluster_per_class: int = arg(1000, "clustering subset: instances per class (App. D: 1000)")
     kmeans_restarts: int = arg(10, "k-means restarts (n_init)")
@@ -176,7 +214,7 @@ def class_run_order(y: np.ndarray, run_mean: float, rng: np.random.Generator) ->
     return np.asarray(order, dtype=np.int64)
 
 
-def stft_features(x: torch.Tensor, fs: float, win_s: float = 1.0, hop_s: float = 0.5) -> torch.Tensor:
+def stft_features(x: torch.Tensor, fs: float, win_s: float = WIN_S, hop_s: float = HOP_S) -> torch.Tensor:
     """HARTH / ECG instances (Sec. 4): x (C, L) raw signal -> (frames, C * bins) STFT magnitude.
     Hann window of win_s seconds (n_fft = window), hop hop_s, no centring padding, no log; the
     bins of channel 0 come first. 3000 x 6 at 50 Hz -> (119, 156); 2 leads at 250 Hz -> 252."""
@@ -186,10 +224,18 @@ def stft_features(x: torch.Tensor, fs: float, win_s: float = 1.0, hop_s: float =
     return spec.permute(2, 0, 1).reshape(spec.size(2), -1)    # (frames, C * bins), channel-major
 
 
+def zscore_stats(parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over the rows of every (N_i, D) array in `parts`
+    (float64 sums, NaN padding ignored); a constant feature gets sd 1, so it stays at 0."""
+    n = np.maximum(sum((~np.isnan(p)).sum(0) for p in parts), 1)
+    mu = sum(np.nansum(p, 0, dtype=np.float64) for p in parts) / n
+    sd = np.sqrt(sum(np.nansum((p - mu) ** 2, 0) for p in parts) / n)
+    return mu, np.where(sd > 1e-8, sd, 1.0)
+
+
 def zscore(train: np.ndarray, *others: np.ndarray) -> list:
     """Per-feature z-score with train statistics only; NaN (padding) becomes 0, the mean."""
-    mu, sd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
-    sd = np.where(sd > 1e-8, sd, 1.0)                         # constant features stay at 0
+    mu, sd = zscore_stats([train])
     return [np.nan_to_num((a - mu) / sd).astype(np.float32) for a in (train,) + others]
 
 
@@ -199,33 +245,88 @@ def to_sequences(x: np.ndarray, T: int) -> np.ndarray:
     return x[:n * T].reshape(n, T, x.shape[-1])
 
 
+def frame_labels(labels: np.ndarray, n_fft: int, hop: int, n_classes: int) -> np.ndarray:
+    """Label of each STFT frame (deviation 10): the class holding most of the frame's n_fft samples
+    (a tie goes to the lower class id), as the authors' HARTH code; -1 (unlabelled) when any
+    sample of the frame is unlabelled. Frame i covers samples [i * hop, i * hop + n_fft), as in
+    stft_features (no centring). labels (L,) in -1..K-1 -> (1 + (L - n_fft) // hop,)."""
+    if len(labels) < n_fft:
+        return np.zeros(0, dtype=np.int64)
+    win = np.lib.stride_tricks.sliding_window_view(labels, n_fft)[::hop]   # (frames, n_fft), a view
+    out = np.empty(len(win), dtype=np.int64)
+    for a in range(0, len(win), 4096):                        # chunks bound the (rows, n_fft, K) booleans
+        w = win[a:a + 4096]
+        counts = (w[..., None] == np.arange(n_classes)).sum(1)   # (rows, K) samples of each class
+        out[a:a + 4096] = np.where((w < 0).any(1), -1, counts.argmax(1))   # argmax: first (lowest) on ties
+    return out
+
+
+def frame_recording(signals: np.ndarray, labels: np.ndarray, fs: float, n_classes: int) -> list:
+    """One recording (C, L) -> [(features (F, C * bins) float32, frame labels (F,))], one pair per
+    stretch without missing samples: a NaN sample is a gap that no frame and no sequence spans."""
+    n_fft, hop = int(round(WIN_S * fs)), int(round(HOP_S * fs))
+    ok = np.isfinite(signals).all(0)                          # (L,) every channel observed
+    edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(np.int8), 0]))   # [start, end) of each stretch
+    out = []
+    for a, b in zip(edges[0::2], edges[1::2]):
+        if b - a >= n_fft:
+            x = stft_features(torch.from_numpy(np.ascontiguousarray(signals[:, a:b], dtype=np.float32)), fs)
+            out.append((x.numpy(), frame_labels(labels[a:b], n_fft, hop, n_classes)))
+    return out
+
+
+def take_rows(parts: list, idx: np.ndarray) -> np.ndarray:
+    """Rows idx (sorted) of the concatenation of `parts`, without building the concatenation."""
+    offs = np.cumsum([0] + [len(p) for p in parts])
+    return np.concatenate([p[idx[(idx >= lo) & (idx < hi)] - lo] for p, lo, hi in zip(parts, offs[:-1], offs[1:])])
+
+
+def probe_rows(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Deviation 7: at most `cap` of n rows for the probe, drawn at random, in stored order (0 = all)."""
+    return np.sort(rng.permutation(n)[:cap]) if 0 < cap < n else np.arange(n)
+
+
 @dataclass
 class Streams:
     """Instances for pre-training (as sequences) and for the probe (rows), with how they were made."""
     seq_train: np.ndarray                                     # (S, T, D), pre-training sequences
-    x_train: np.ndarray                                       # (N, D) probe fit rows
+    x_train: np.ndarray                                       # (N, D) probe fit rows (at most --probe-rows)
     y_train: np.ndarray
     x_val: np.ndarray                                         # probe validation rows (chooses C)
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray                                        # every labelled test instance (clustering)
     y_test: np.ndarray
-    order: str                                                # stored | class-runs
+    probe_classes: np.ndarray                                 # the classes the probe sees (AFDB: not N)
+    order: str                                                # stored | class-runs | recording
     note: str                                                 # printed and saved
     n_classes: int
     name: str
+    label_free: bool = True                                   # pre-training read no label
+    label_note: str = ""                                      # why not, when it did
+    info: dict = field(default_factory=dict)                  # frames / subjects per split (recordings)
+
+
+CLASS_RUN_LABEL_NOTE = ("pre-training read the training labels: the class-run order (deviation 11) arranges "
+                        "real windows in runs of one class, a stream order built from labels; the one "
+                        "declared exception to label-free pre-training")
+PROBE_EXCLUDED = {"AFDB": ("N",)}                             # Table 3: the ECG probe leaves out "all other rhythms"
 
 
 def default_seq_len(name: str, n_train: int) -> int:
+    """T for sets of windows: SleepEEG 300 (Sec. 4), others N_train // 16 in [3, 100]. Recordings: RECORDING_T."""
     return 300 if name == "SleepEEG" else int(min(100, max(3, n_train // 16)))
 
 
 def prepare(args: Args, seed: int) -> Streams:
     """Load the dataset and turn it into rows (instances) and sequences, as the header says."""
+    if data.is_recordings(args.dataset):
+        return prepare_recordings(args, seed)
+    stored = args.order == "stored"                           # auto: stored for SleepEEG, its own path below
     ds = data.load_dataset(args.dataset, data_dir=args.data_dir or None,
-                           val_fraction=args.val_fraction, seed=seed)
+                           val_fraction=0.0 if stored else args.val_fraction, seed=seed)
     if ds.task != "classification":
         raise UserError(f"{ds.name} is a regression set; DynaCL evaluates a classifier on labelled instances.")
-    rng = np.random.default_rng(seed + 7)
+    rng = np.random.default_rng(seed + 7)                     # class-run order
     order = args.order if args.order != "auto" else ("stored" if ds.name == "SleepEEG" else "class-runs")
     if ds.name == "SleepEEG":                                 # App. D: rows of train.pt only
         rows, y = ds.X_train[:, 0, :SLEEP_FEATURES], ds.y_train      # (N, 178)
@@ -245,35 +346,118 @@ def prepare(args: Args, seed: int) -> Streams:
         x_tr, x_va, x_te = zscore(rows[tr], rows[va], rows[te])
         y_tr, y_va, y_te = y[tr], y[va], y[te]
         stream = np.concatenate([x_tr, x_va])                 # the first 80% of blocks, in order
-        ys = np.concatenate([y_tr, y_va])
         if order == "class-runs":
-            stream = stream[class_run_order(ys, args.run_mean, rng)]
+            stream = stream[class_run_order(np.concatenate([y_tr, y_va]), args.run_mean, rng)]
         note += f"; blocks {n_fit} fit + {n_val} val | {n_test} test, T = {T}"
     else:
         flat = lambda X: X.reshape(len(X), -1)                # noqa: E731  (N, C, L) -> (N, C*L)
-        x_tr, x_va, x_te = zscore(flat(ds.X_train), flat(ds.X_val), flat(ds.X_test))
-        y_tr, y_va, y_te = ds.y_train, ds.y_val, ds.y_test
+        X, y_tr, y_va, y_te = flat(ds.X_train), ds.y_train, ds.y_val, ds.y_test
+        carve = stored and len(ds.X_val) == 0
+        if carve:                                             # validation: ONE contiguous block at the end
+            n_val = min(int(round(args.val_fraction * len(X))), len(X) - 1)   # (random rows would cut
+            fit, val = slice(0, len(X) - n_val), slice(len(X) - n_val, len(X))  # ~val_fraction of the pairs)
+            x_tr, x_va, x_te = zscore(X[fit], X[val], flat(ds.X_test))
+            y_tr, y_va = ds.y_train[fit], ds.y_train[val]
+            stream = np.concatenate([x_tr, x_va])             # every training row, in stored order
+        else:
+            x_tr, x_va, x_te = zscore(X, flat(ds.X_val), flat(ds.X_test))
+            stream = x_tr
         T = args.seq_len or default_seq_len(ds.name, len(x_tr))
         if order == "class-runs":
             idx = class_run_order(y_tr, args.run_mean, rng)
             x_tr, y_tr = x_tr[idx], y_tr[idx]                 # the probe does not care; kept aligned
-            x_te_idx = class_run_order(y_te, args.run_mean, rng)
-            x_te, y_te = x_te[x_te_idx], y_te[x_te_idx]
+            stream = x_tr
             runs = label_runs(y_tr)
             note = (f"{ds.name}: real windows in a SIMULATED order (class runs, mean {runs.mean():.1f} "
                     f"windows, asked {args.run_mean:g}); each window = one instance of {x_tr.shape[1]} features")
         else:
             rep = order_report(y_tr, seed)
             note = (f"{ds.name}: stored row order taken as time (mean label run {rep['mean_run']:.1f} vs "
-                    f"{rep['mean_run_shuffled']:.2f} shuffled)")
-        stream = x_tr
+                    f"{rep['mean_run_shuffled']:.2f} shuffled); validation "
+                    + (f"= the last {len(x_va)} rows (one block)" if carve else "= the release's own split"))
         note += f", T = {T}"
+    if order == "class-runs":                                 # test rows stay as stored: probe and scores are order-free
+        note += f" | {CLASS_RUN_LABEL_NOTE}"
     if T < 3:
         raise UserError(f"--seq-len {T}: MP-Xent needs T >= 3 (an anchor and both neighbours).")
     seqs = to_sequences(stream, T)
     if len(seqs) == 0:
         raise UserError(f"{ds.name}: {len(stream)} training instances make no sequence of T = {T}; lower --seq-len.")
-    return Streams(seqs, x_tr, y_tr, x_va, y_va, x_te, y_te, order, note, ds.n_classes, ds.name)
+    cap = np.random.default_rng(seed + 11)                    # probe rows: train / val only, never test
+    fit_rows, val_rows = probe_rows(len(x_tr), args.probe_rows, cap), probe_rows(len(x_va), args.probe_rows, cap)
+    return Streams(seqs, x_tr[fit_rows], y_tr[fit_rows], x_va[val_rows], y_va[val_rows], x_te, y_te,
+                   np.arange(ds.n_classes), order, note, ds.n_classes, ds.name,
+                   label_free=order != "class-runs", label_note=CLASS_RUN_LABEL_NOTE if order == "class-runs" else "")
+
+
+def prepare_recordings(args: Args, seed: int) -> Streams:
+    """HARTH, AFDB or a user's recording (Sec. 4, deviation 10): each subject's recording becomes
+    STFT frames, stretch by stretch (gaps split a recording); sequences are T consecutive frames of
+    one stretch of one subject; splits by subject (data.load_recordings). Pre-training reads no
+    label: the order is the recording's own."""
+    if args.order == "class-runs":
+        raise UserError("--order class-runs simulates a time order for sets of windows; a recording has "
+                        "its own. Use --order auto (or stored).")
+    rec = data.load_recordings(args.dataset, data_dir=args.data_dir or None, test_fraction=args.test_fraction,
+                               val_fraction=args.val_fraction, seed=seed)
+    name, classes, K = rec.name, list(rec.class_names), len(rec.class_names)
+    pieces = {}                                               # split -> [(subject, frames (F, D), labels (F,))]
+    for split, recs in (("fit", rec.train), ("val", rec.val), ("test", rec.test)):
+        pieces[split] = [(r.subject, x, y) for r in recs for x, y in frame_recording(r.signals, r.labels, rec.fs, K)]
+    fs, n_ch, split_by = rec.fs, len(rec.channel_names), rec.split
+    del rec                                                   # the raw signals are no longer needed
+    if not pieces["fit"] or not pieces["test"]:
+        raise UserError(f"{name}: no {'training' if not pieces['fit'] else 'test'} frames: every recording needs "
+                        f"at least {WIN_S:g} s of samples without a gap (NaN)")
+    mu, sd = zscore_stats([x for _, x, _ in pieces["fit"]])   # every fit frame, labelled or not (label-free)
+    mu, sd = mu.astype(np.float32), sd.astype(np.float32)
+    for x in (x for v in pieces.values() for _, x, _ in v):
+        x -= mu                                               # in place: the full AFDB is 1.7 GB of frames
+        x /= sd
+    T = args.seq_len or RECORDING_T
+    if T < 3:
+        raise UserError(f"--seq-len {T}: MP-Xent needs T >= 3 (an anchor and both neighbours).")
+    parts = [to_sequences(x, T) for s in ("fit", "val") for _, x, _ in pieces[s]]   # never across stretches
+    seqs = np.concatenate(parts)
+    if len(seqs) == 0:
+        longest = max(len(x) for s in ("fit", "val") for _, x, _ in pieces[s])
+        raise UserError(f"{name}: the longest training stretch has {longest} frames, fewer than T = {T} "
+                        f"({T / 2:g} s); lower --seq-len")
+    del parts
+    probe = np.array([c for c in range(K) if classes[c] not in PROBE_EXCLUDED.get(name, ())], dtype=np.int64)
+    cap = np.random.default_rng(seed + 11)
+
+    def rows(split, keep_classes, capped):
+        xs, ys = [x for _, x, _ in pieces[split]], [y for _, _, y in pieces[split]]
+        y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
+        idx = np.flatnonzero(np.isin(y, keep_classes))        # labelled frames (unlabelled = -1 never kept)
+        idx = idx[probe_rows(len(idx), args.probe_rows, cap)] if capped else idx
+        return (take_rows(xs, idx) if len(idx) else np.zeros((0, seqs.shape[-1]), np.float32)), y[idx]
+
+    x_tr, y_tr = rows("fit", probe, True)
+    x_va, y_va = rows("val", probe, True)
+    x_te, y_te = rows("test", np.arange(K), False)            # every labelled test frame (clustering)
+    if len(np.unique(y_tr)) < 2 or not np.isin(y_te, probe).any():
+        raise UserError(f"{name}: the probe needs labelled frames of two classes in training and one in test; "
+                        f"found classes {sorted(set(y_tr.tolist()))} in training, {sorted(set(y_te.tolist()))} in test")
+    count = lambda s: int(sum(len(x) for _, x, _ in pieces[s]))   # noqa: E731
+    labelled = lambda s: int(sum((y >= 0).sum() for _, _, y in pieces[s]))   # noqa: E731
+    info = {"fs": fs, "channels": n_ch, "features": int(seqs.shape[-1]), "split_by": split_by, "seq_len": T,
+            "sequences": int(len(seqs)), "subjects": {s: sorted({p[0] for p in v}) for s, v in pieces.items()},
+            "stretches": {s: len(v) for s, v in pieces.items()}, "frames": {s: count(s) for s in pieces},
+            "labelled_frames": {s: labelled(s) for s in pieces},
+            "probe_classes": [classes[c] for c in probe], "class_names": classes}
+    sub = info["subjects"]
+    note = (f"{name}: {n_ch} channels at {fs:g} Hz -> STFT frames of {info['features']} features (1-s Hann, 0.5-s hop); "
+            f"{'subjects' if split_by == 'subject' else 'one subject split in time:'} {len(sub['fit'])} fit + "
+            f"{len(sub['val'])} val | {len(sub['test'])} test; frames {info['frames']['fit']} + {info['frames']['val']} | "
+            f"{info['frames']['test']}; {len(seqs)} sequence{'s' * (len(seqs) > 1)} of T = {T} consecutive frames inside one recording "
+            f"(train + val subjects, the recording's own order, no label read); frame label = majority of its "
+            f"samples, frames with an unlabelled sample are pre-trained on, not probed "
+            f"({sum(info['frames'][s] - info['labelled_frames'][s] for s in pieces)} frames)")
+    if len(probe) < K:
+        note += f"; probe classes {', '.join(info['probe_classes'])} (Table 3 leaves out {', '.join(PROBE_EXCLUDED[name])})"
+    return Streams(seqs, x_tr, y_tr, x_va, y_va, x_te, y_te, probe, "recording", note, K, name, info=info)
 
 
 # %% 3. Augmentations (DynaCL-M only, Sec. 3.3) ------------------------------------------------
@@ -635,10 +819,10 @@ def classification_scores(y_true, y_pred) -> dict:
 
 
 def balanced_subset(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of an equal number of instances per class: min(per_class, smallest class)."""
-    classes = np.unique(y)
-    n = min(per_class, min(int((y == c).sum()) for c in classes))
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in classes]))
+    """Indices of per_class random instances of each class, all of a class that has fewer (App. D:
+    1000 per class, HARTH's rarest 500), sorted."""
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), min(per_class, int((y == c).sum())), replace=False)
+                                   for c in np.unique(y)] or [np.zeros(0, np.int64)]))
 
 
 def kmeans(z: torch.Tensor, k: int, restarts: int = 10, iters: int = 100, seed: int = 1) -> torch.Tensor:
@@ -737,9 +921,9 @@ def check_args(args: Args) -> None:
     choices = {"variant": ("dynacl", "dynacl-m"), "negatives": ("batch", "sequence", "code"),
                "order": ("auto", "stored", "class-runs"), "pseudo_labels": ("fixed", "code"),
                "projector": ("redraw", "frozen")}
-    for field, ok in choices.items():
-        if getattr(args, field) not in ok:
-            raise UserError(f"--{field.replace('_', '-')} {getattr(args, field)!r}: choose one of {', '.join(ok)}")
+    for flag, ok in choices.items():
+        if getattr(args, flag) not in ok:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)!r}: choose one of {', '.join(ok)}")
     if args.temperature <= 0:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
     if args.seq_len and args.seq_len < 3:
@@ -757,6 +941,29 @@ def check_args(args: Args) -> None:
     parse_widths(args.widths)
 
 
+def evaluate(net: nn.Module, init_net: nn.Module, st: Streams, args: Args, device) -> tuple[dict, dict, dict]:
+    """The final evaluation step, the ONLY one that sees the test split. Frozen encoders (the
+    trained one, then its own initial weights), instance embeddings, the shared probe (C chosen on
+    validation inside linear_eval, refit on fit + val rows, then applied to test), Table 3 scores
+    on the probe's classes, Table 2 clustering on a class-balanced subset of the labelled test
+    instances. Returns (selection: what was chosen on validation, eval: test metrics, the subset's
+    embeddings per encoder for the pictures, with the subset's labels under "y")."""
+    on_probe = torch.from_numpy(np.isin(st.y_test, st.probe_classes))
+    y_probe = st.y_test[on_probe.numpy()]
+    sub = balanced_subset(st.y_test, args.cluster_per_class, np.random.default_rng(args.seed))
+    selection, ev, pics = {}, {}, {"y": st.y_test[sub]}
+    for prefix, model in [("", net)] + ([("random_init_", init_net)] if args.random_init_eval else []):
+        e_tr, e_va, e_te = (embed(model, x, device=device) for x in (st.x_train, st.x_val, st.x_test))
+        res = linear_eval(e_tr, st.y_train, e_va, st.y_val, e_te[on_probe], y_probe)
+        pred = res.pop("pred")                                # test predictions of the probe
+        selection[prefix + "probe_C"], selection[prefix + "probe_val_accuracy"] = res.pop("C"), res.pop("val_accuracy")
+        res.update({k: v for k, v in classification_scores(y_probe, pred).items() if k != "accuracy"})
+        res.update(cluster_scores(e_te[sub], st.y_test[sub], st.n_classes, args.kmeans_restarts, args.seed))
+        ev.update({prefix + k: v for k, v in res.items()})
+        pics[prefix] = e_te[sub]
+    return selection, ev, pics
+
+
 def main(args: Args) -> dict:
     # BOILERPLATE (same in every method file): CPU settings, seeding, device, data
     setup_torch(variable_shapes=False, threads=args.threads or None)
@@ -769,39 +976,21 @@ def main(args: Args) -> dict:
           f"negatives={args.negatives} | sequences {st.seq_train.shape} (S, T, D), probe rows "
           f"{len(st.x_train)} fit / {len(st.x_val)} val / {len(st.x_test)} test, {st.n_classes} classes")
     print(st.note)
+    if not st.label_free:
+        print(f"note: {st.label_note}")
 
-    # METHOD: pre-train on the training sequences (labels unused)
+    # METHOD: pre-train on the training sequences (label-free, except the class-run order: deviation 11)
     net, init_net, history, stats = pretrain(st.seq_train, args, device, st.name)
     print(f"pre-trained {stats['epochs']} epochs x {stats['steps_per_epoch']} steps of {stats['batch_size']} "
           f"sequences in {stats['train_time_s']:.1f} s ({stats['instances_per_s']:,.0f} instances/s)")
 
-    # Evaluation: frozen encoder, instance embeddings, shared probe; the same for the init encoder
-    rng = np.random.default_rng(args.seed)
-    sub = balanced_subset(st.y_test, args.cluster_per_class, rng)   # held-out, class-balanced
-    def cap(n):                                               # deviation 7: a CPU-sized probe
-        return np.sort(rng.permutation(n)[:args.probe_rows]) if 0 < args.probe_rows < n else np.arange(n)
-
-    fit_rows, val_rows = cap(len(st.x_train)), cap(len(st.x_val))
-    y_fit, y_val = st.y_train[fit_rows], st.y_val[val_rows]
-
-    def evaluate(model):
-        e_tr, e_va, e_te = (embed(model, x, device=device) for x in
-                            (st.x_train[fit_rows], st.x_val[val_rows], st.x_test))
-        res = linear_eval(e_tr, y_fit, e_va, y_val, e_te, st.y_test)
-        pred = res.pop("pred")                                # test predictions of the probe
-        res.update({k: v for k, v in classification_scores(st.y_test, pred).items() if k != "accuracy"})
-        res.update(cluster_scores(e_te[sub], st.y_test[sub], st.n_classes, args.kmeans_restarts, args.seed))
-        return res, e_te[sub]
-
-    ev, z_sub = evaluate(net)
-    if args.random_init_eval:
-        rnd, z_sub0 = evaluate(init_net)
-        ev.update({f"random_init_{k}": v for k, v in rnd.items()})
+    # Evaluation: the one step that sees the test split
+    selection, ev, pics = evaluate(net, init_net, st, args, device)
     fmt = lambda r, p="": (f"acc {100 * r[p + 'accuracy']:.1f} | macro P/R/F1 {100 * r[p + 'macro_precision']:.1f}/"  # noqa: E731
                            f"{100 * r[p + 'macro_recall']:.1f}/{100 * r[p + 'macro_f1']:.1f} | weighted F1 "
                            f"{100 * r[p + 'weighted_f1']:.1f} | DBI {r[p + 'dbi_kmeans']:.2f} SS "
                            f"{r[p + 'silhouette_kmeans']:.2f} (k-means), DBI {r[p + 'dbi_true']:.2f} SS "
-                           f"{r[p + 'silhouette_true']:.2f} (true labels)")
+                           f"{r[p + 'silhouette_true']:.2f} (true labels) | probe C {selection[p + 'probe_C']:g}")
     print(f"linear eval       | {fmt(ev)}")
     if args.random_init_eval:
         print(f"random-init enc.  | {fmt(ev, 'random_init_')}")
@@ -809,18 +998,20 @@ def main(args: Args) -> dict:
         print("note: sequences are real windows in a simulated class-run order, not a recording")
 
     run_dir = make_run_dir(args.out_dir, st.name, method, args.seed)
-    ev["order"], ev["order_note"] = st.order, st.note
-    res = write_results(run_dir, method, st.name, args.seed, args, history, ev, stats["train_time_s"],
-                        device, extra={"train": stats, "data_note": st.note})
+    res = write_results(run_dir, method, st.name, args.seed, args, history, ev, stats["train_time_s"], device,
+                        extra={"selection": selection, "label_free": st.label_free, "label_note": st.label_note,
+                               "order": st.order, "data_note": st.note, "data": st.info, "train": stats})
     title = f"{st.name} {args.variant} seed {args.seed} ({st.order} order)"
+    names = st.info.get("class_names")
     plot_history(history, run_dir / "loss.png", title)
-    plot_embedding(z_sub, st.y_test[sub], run_dir / "embedding.png",
-                   f"{title}: test instances, PCA; acc {100 * ev['accuracy']:.1f}")
+    plot_embedding(pics[""], pics["y"], run_dir / "embedding.png",
+                   f"{title}: test instances, PCA; acc {100 * ev['accuracy']:.1f}", names)
     if args.random_init_eval:
-        plot_embedding(z_sub0, st.y_test[sub], run_dir / "embedding_random_init.png",
-                       f"{title}: random-init encoder; acc {100 * ev['random_init_accuracy']:.1f}")
-    if args.save_model:
-        save_checkpoint(run_dir / "encoder.pt", net.state_dict(), args)
+        plot_embedding(pics["random_init_"], pics["y"], run_dir / "embedding_random_init.png",
+                       f"{title}: random-init encoder; acc {100 * ev['random_init_accuracy']:.1f}", names)
+    if args.save_model:                                       # CONTRACT D: the evaluated encoder and its init
+        save_checkpoint(run_dir / "encoder.pt", net.state_dict(), args,
+                        extra={"init_state_dict": init_net.state_dict()})
     print(f"saved {run_dir / 'results.json'}")
     res["run_dir"] = str(run_dir)
     return res

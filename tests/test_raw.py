@@ -21,7 +21,7 @@ import pytest
 import data
 from common import UserError
 
-RECORDS = ["ptbdb/s0010_re", "emgdb/emg_healthy", "emgdb/emg_myopathy", "challenge2015/v102s", "challenge2015/a103l"]
+RECORDS = ["ptbdb/s0010_re", "emgdb/emg_myopathy", "challenge2015/v102s", "challenge2015/a103l"]
 # (tests/data holds mitdb/100's header and annotations but not its 1.95 MB signal file; format 212 is v102s)
 
 
