@@ -208,8 +208,9 @@ def make_run_dir(out_dir, dataset: str, method: str, seed: int) -> Path:
     return d
 
 
-def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
-    """Atomic save of {'state_dict', 'args'}: tensors and plain data only, no pickled classes."""
+def save_checkpoint(path, state_dict: dict, args: Any = None, extra: dict | None = None) -> None:
+    """Atomic save of {'state_dict', 'args'} (+ the items of `extra`, e.g. {'init_state_dict': ...}):
+    tensors and plain data only, no pickled classes."""
     import torch
     if dataclasses.is_dataclass(args):
         args = dataclasses.asdict(args)
@@ -220,6 +221,12 @@ def save_checkpoint(path, state_dict: dict, args: Any = None) -> None:
     if bad:
         raise TypeError(f"save_checkpoint takes a module state_dict (name -> tensor); {bad[:3]} are not tensors")
     payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "args": args}
+    for key, value in (extra or {}).items():                  # a state dict stays tensors, the rest plain data
+        if key in payload:
+            raise ValueError(f"save_checkpoint: extra key {key!r} would overwrite {key!r}")
+        is_sd = isinstance(value, dict) and value and all(torch.is_tensor(v) for v in value.values())
+        payload[key] = ({k: v.detach().cpu() for k, v in value.items()} if is_sd
+                        else json.loads(json.dumps(value, default=_json_default)))
     _atomic_write(Path(path), lambda fh: torch.save(payload, fh))
 
 
