@@ -37,8 +37,9 @@ Where we differ from the paper / official code:
   7. Images are drawn by a batched rasteriser in torch, not saved matplotlib PNGs: same layout
      (64x64 px cell per variable, ceil(sqrt(M)) grid, colour by variable, `*` markers joined by
      lines, the frame as matplotlib rasterises it, y-limits = the source's train min/max per
-     variable), ink-mask IoU >= 0.8 against matplotlib (tested; the frame alone to 0.04). Values are standardised first (the map is affine, so the picture
-     is the same). Exact zeros are not treated as missing (the official TSER images do that).
+     variable), ink-mask IoU >= 0.85 against matplotlib (tested; the frame alone within 0.04 of
+     its grey levels). Values are standardised first (the map is affine, so the picture is the
+     same). Exact zeros are not treated as missing (the official TSER images do that).
   8. Image encoder: a ResNet-18 written here, random init, trained (as the paper says; the official
      code freezes ImageNet weights). --image-width 64 is ResNet-18; the CPU default is narrower.
   9. Schedule: one warm-up pass on L_SI (official code), then joint epochs; no learning-rate steps;
@@ -781,7 +782,8 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, c
     left_out = [s.name for s in sources if len(s.x) < 2]
     sources = [s for s in sources if len(s.x) >= 2]           # every batch holds two series or more
     if not sources:
-        raise UserError(f"the pre-training pool has no source with two or more series (left out: {', '.join(left_out)})")
+        raise UserError("the pre-training pool has no source with two or more series "
+                        f"(left out: {', '.join(left_out)}); add larger sets to --pretrain")
     if left_out and rank == 0:
         print(f"note: left out of the pool (fewer than two series, contrast needs pairs): {', '.join(left_out)}")
     torch.manual_seed(args.seed)                              # initial weights: a function of seed and sizes
@@ -1113,7 +1115,7 @@ def main(args: Args) -> dict:
 
     # Fine-tuning (the whole network, the labelled training series only), then the one final evaluation
     t0 = time.perf_counter()
-    classifiers, logs = {}, {}
+    classifiers, logs = {}, {}                                # eval key -> fine-tuned classifier; training logs
     classifiers["accuracy"], logs["pretrained"] = finetune(encoder, x_lab, y_lab, ds.n_classes, args, device, args.seed)
     if args.scratch:                                          # same network from its initial weights
         classifiers["scratch_accuracy"], logs["scratch"] = finetune(init_encoder, x_lab, y_lab, ds.n_classes,

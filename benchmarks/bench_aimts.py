@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,8 @@ def main():
         results["memory"] = bench_memory(a.data_dir)
         save(results)
     results["wall_s"] = time.perf_counter() - t0
+    results.setdefault("runs", []).append({**results["machine"], "parts": parts, "wall_s": results["wall_s"],
+                                           "load_average_1_5_15min_at_end": os.getloadavg()})
     save(results)
     (OUT / "aimts.md").write_text(summary(results) + "\n")
     print(summary(results))

@@ -1,5 +1,8 @@
 """aimts.py: each part against an independent reference (naive loops from the equations, matplotlib,
-torch's own layers), the wrong versions a reader might write, and the 2-process DDP step."""
+torch's own layers); the wiring inside the real pre-training loop (spies on what each loss receives);
+the protocol from outside main (the test split reaches one final evaluation, the random-init baseline
+is the encoder's own initial weights, fine-tuning trains everything on the training split); the
+defaults against the paper (PAPER_DEFAULTS); two gloo processes through main."""
 import json
 import math
 import os
@@ -1033,6 +1036,36 @@ def test_main_test_split_reaches_only_the_final_evaluation(monkeypatch, tmp_path
     for key in ("state_dict", "init_state_dict"):
         assert all(torch.equal(cks[0][key][k], cks[1][key][k]) for k in cks[0][key])
     assert res[0]["label_free"] is True and res[0]["label_note"] == ""
+
+
+class _MarkedTestArray(np.ndarray):
+    """The test split's arrays, marked: a slice of one is one too."""
+
+
+def test_only_the_final_evaluation_reads_the_test_split(monkeypatch, tmp_path, trained):
+    """Every function main calls that receives the (marked) test arrays is called by final_evaluation,
+    which main calls once: no fine-tuning epoch, C or early stop can be chosen on test."""
+    import dataclasses
+    import inspect
+    real_load = m.load_target
+
+    def load(args):
+        ds, x_tr, x_te = real_load(args)
+        return dataclasses.replace(ds, y_test=ds.y_test.view(_MarkedTestArray)), x_tr, x_te.view(_MarkedTestArray)
+    monkeypatch.setattr(m, "load_target", load)
+    readers, finals = [], []
+    for name in ("accuracy", "embed", "finetune", "linear_eval", "pretrain", "labelled_set", "final_evaluation"):
+        fn = getattr(m, name)
+
+        def spy(*a, _fn=fn, _name=name, **k):
+            if any(isinstance(v, _MarkedTestArray) for v in list(a) + list(k.values())):
+                (finals if _name == "final_evaluation" else readers).append((_name, inspect.stack()[1].function))
+            return _fn(*a, **k)
+        monkeypatch.setattr(m, name, spy)
+    m.main(main_args(tmp_path, load=str(trained[1]), ft_epochs=2))
+    assert finals == [("final_evaluation", "main")]
+    assert readers and {caller for _, caller in readers} == {"final_evaluation"}, readers
+    assert {name for name, _ in readers} == {"accuracy", "embed", "linear_eval"}
 
 
 def test_main_evaluates_the_swa_encoder_against_its_own_initial_weights(monkeypatch, tmp_path):
