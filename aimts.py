@@ -36,21 +36,49 @@ Where we differ from the paper / official code:
      hierarchical loss to per-step prototypes. Not offered as a flag here.
   7. Images are drawn by a batched rasteriser in torch, not saved matplotlib PNGs: same layout
      (64x64 px cell per variable, ceil(sqrt(M)) grid, colour by variable, `*` markers joined by
-     lines, 1 px frame, y-limits = the source's train min/max per variable), ink-mask IoU >= 0.8
-     against matplotlib (tested). Values are standardised first (the map is affine, so the picture
-     is the same). Exact zeros are not treated as missing (the official TSER images do that).
+     lines, the frame as matplotlib rasterises it, y-limits = the source's train min/max per
+     variable), ink-mask IoU >= 0.85 against matplotlib (tested; the frame alone within 0.04 of
+     its grey levels). Values are standardised first (the map is affine, so the picture is the
+     same). Exact zeros are not treated as missing (the official TSER images do that).
   8. Image encoder: a ResNet-18 written here, random init, trained (as the paper says; the official
      code freezes ImageNet weights). --image-width 64 is ResNet-18; the CPU default is narrower.
   9. Schedule: one warm-up pass on L_SI (official code), then joint epochs; no learning-rate steps;
      pre-training lr 7e-4 (official script; the paper's 7e-3 reads as a typo). --max-iters caps
-     each phase for CPU runs. All parameters are trained in both phases.
-  10. Fine-tuning: Adam 1e-3 (paper), batch 8, a fixed number of epochs, the LAST epoch is reported;
-     validation comes from train and is only reported; test is touched once at the end. Targets
-     get a per-variable z-score with train statistics (official: UCR globally, UEA per variable).
-  11. Few-shot: a seeded per-class draw of round(fraction * n_c), at least one per class, so every
-     class is present (the official stratified split fails when n < K).
+     each phase for CPU runs. All parameters are trained in both phases. An ablation row of
+     Table VI (--loss-terms) trains only its own terms in every phase: naive_si and si warm up on
+     their own term, proto and inter (no image side) have no warm-up.
+  10. Fine-tuning: Adam 1e-3 (paper), batch 8, a fixed number of epochs (36, the official UCR
+     script), the LAST epoch is reported; it trains every parameter on the WHOLE training split
+     (Sec. V-A-1-b: "The training set of each dataset is used to fine-tune"), so nothing is carved
+     out of it and nothing is selected (Table V's 5 % of a training split leaves no room for a
+     validation set either). Only the linear probe chooses something (its C): on a stratified
+     --val-fraction of the same labelled series, then it refits on all of them. A release's own
+     validation split (TF-C) is not used. Test is read once, by the final evaluation. Targets get
+     a per-variable z-score with the training split's statistics (official: UCR globally, UEA per
+     variable).
+  11. Few-shot: a fraction of the whole training split, drawn per class: round(fraction * n_c)
+     series of class c, at least one, so every class is present (the official stratified split
+     fails when n < K). Seeded.
   12. Time warping is seeded (tsaug's is not). Time-axis augmentation parameters are shared across
      the variables of a sample, as in the official code.
+  13. Weights inside Eq. (6): l_intra of Eq. (4) SUMS over the G augmentations while l_inter is one
+     term, so the paper's intra term weighs G = 5 times more against the inter term (and against
+     L_SI) than here, where both are means over their anchors (deviation 2). The official code
+     divides the intra sum by 4GB: half our mean.
+  14. Pre-training optimiser: AdamW (weight decay 0.01, torch's default), as the official code;
+     the paper says Adam (Sec. V-A-3).
+  15. Batches (official WeightBatchSchedulerSampler: one source per batch, drawn in proportion to its
+     size): when fewer than B series are left in a source's shuffled pass we reshuffle, so the last
+     N_s mod B series of every pass are dropped; the official sampler wraps around into the next
+     shuffle instead, which can put one series twice into a batch (a false negative in every loss).
+     A source smaller than B gives batches of all its N_s series; a source of one series is left
+     out (contrast needs two). Under torchrun the processes share one sequence of batches, dealt
+     round robin, so an epoch is ceil(N / B) batches in all, one pass over the pool.
+  16. Sizes the paper does not give are the official code's (projection width J = 128, dropout 0.1,
+     fine-tuning batch 8). CPU defaults are smaller: D = 128 (official 512), CNN width 32 (64),
+     depth 6 (10), image width 16 (ResNet-18: 64), a pool of three small UCR/UEA sets (paper: the
+     19 TSER sets), one joint epoch capped at 20 steps per phase (paper: 2 epochs); --paper-sizes
+     restores the sizes and epochs, --pretrain TSER the pool. Seed 1 (paper: 3407), as every file.
 
 Run:  python aimts.py --dataset GunPoint                       (small default pool, CPU minutes)
       python aimts.py --pretrain TSER --dataset ECG200 --repr-dims 512 --image-width 64 \\
@@ -76,7 +104,7 @@ from common import (UserError, arg, cli, get_device, load_checkpoint, make_run_d
                     progress_line, save_checkpoint, set_seed, setup_torch, write_results)
 
 METHOD = "aimts"
-LOSS_TERMS = ("full", "proto", "inter", "naive_si")          # Table VI rows
+LOSS_TERMS = ("full", "proto", "inter", "si", "naive_si")    # Table VI rows (and full AimTS)
 
 
 # %% 1. Args ----------------------------------------------------------------------------------
@@ -89,9 +117,10 @@ class Args:
                         "the target is always left out (--load skips pre-training)")
     data_dir: str = arg("", "data root; '' = data.py default (env TS_DATA_DIR)")
     load: str = arg("", "encoder.pt from an earlier run: skip pre-training")
-    few_shot: float = arg(0.0, "fine-tune on this fraction of train (paper: 0.05, 0.15, 0.2); 0 = all")
-    loss_terms: str = arg("full", "full (Eq. 1) | proto (L_proto only) | inter (Eq. 5 only) | "
-                          "naive_si (Eq. 8 only): the ablation rows of Table VI")
+    few_shot: float = arg(0.0, "fine-tune on this fraction of the training split, per class "
+                          "(paper, Table V: 0.05, 0.15, 0.2); 0 = all of it")
+    loss_terms: str = arg("full", "full (Eq. 1) | inter (Eq. 5 only) | proto (L_proto, Eq. 6) | "
+                          "naive_si (L_naive, Eq. 8) | si (L_SI, Eq. 12): Table VI's rows, top to bottom")
     paper_sizes: bool = arg(False, "the official sizes: D 512, width 64, depth 10, ResNet-18 (image width 64), "
                             "2 joint epochs, no step cap (overrides those flags)")
     repr_dims: int = arg(128, "D, TS representation width (official: 512)")
@@ -101,21 +130,23 @@ class Args:
     image_width: int = arg(16, "ResNet base width: 64 = ResNet-18 (official), smaller for CPU")
     image_weights: str = arg("", "local ResNet-18 state_dict (torchvision names) to start the image encoder")
     freeze_image: bool = arg(False, "freeze the image encoder (official code, with ImageNet weights)")
-    alpha: float = arg(0.9, "alpha in Eq. (6): weight of the inter-prototype loss")
+    alpha: float = arg(0.7, "alpha in Eq. (6): weight of the inter-prototype loss (paper's best, "
+                        "Sec. V-E-1; official code 0.9)")
     beta: float = arg(0.9, "beta in Eq. (12): weight of the naive series-image loss")
     gamma: float = arg(0.1, "gamma: lambda ~ Beta(gamma, gamma) in Eq. (9)")
     tau0: float = arg(1.0, "tau0 in Eq. (3)")
     tau_si: float = arg(0.1, "tau in Eq. (7)-(11) (not given in the paper)")
     dropout: float = arg(0.1, "dropout on the encoder output and in the heads (official)")
     batch_size: int = arg(16, "pre-training batch size (paper: 16), from one source per batch")
-    lr: float = arg(7e-4, "pre-training AdamW learning rate (official script; paper 7e-3)")
+    lr: float = arg(7e-4, "pre-training AdamW learning rate (official script; paper 7e-3, Adam)")
     warmup_epochs: int = arg(1, "passes over the pool training on L_SI only (official code)")
     epochs: int = arg(1, "joint pre-training passes over the pool (paper: 2)")
     max_iters: int = arg(20, "cap on steps per phase (CPU quick look); 0 = full passes")
     ft_epochs: int = arg(36, "fine-tuning epochs (official scripts: 36 UCR, 15 UEA)")
     ft_batch_size: int = arg(8, "fine-tuning batch size (official 8)")
     ft_lr: float = arg(1e-3, "fine-tuning Adam learning rate (paper)")
-    val_fraction: float = arg(0.2, "share of train carved out for validation (reported, never selects)")
+    val_fraction: float = arg(0.2, "share of the labelled series held out to choose the linear probe's C "
+                              "(it then refits on all); fine-tuning always uses all of them")
     scratch: bool = arg(True, "also fine-tune the same network from random init (the baseline row)")
     probe: bool = arg(True, "also run the shared linear probe on frozen pre-trained / random encoders")
     seed: int = arg(1, "random seed")
@@ -163,27 +194,35 @@ def load_pool(names: list, data_dir) -> list:
 class SourceSampler:
     """Official WeightBatchSchedulerSampler: each batch comes from one source, drawn with
     probability proportional to its size; within a source, the next batch_size indices of its
-    shuffled order (reshuffled when used up). One epoch = ceil(N / batch_size) batches."""
+    shuffled order, reshuffled when fewer than batch_size are left (deviation 15). One epoch =
+    ceil(N / batch_size) batches. Every process draws the same sequence of batches (same rng seed)
+    and keeps every world-th one, starting at its rank: together they make one pass."""
 
-    def __init__(self, sizes: list, batch_size: int, rng: np.random.Generator):
-        self.sizes, self.bs, self.rng = list(sizes), batch_size, rng
+    def __init__(self, sizes: list, batch_size: int, rng: np.random.Generator, rank: int = 0, world: int = 1):
+        self.sizes, self.bs, self.rng, self.rank, self.world = list(sizes), batch_size, rng, rank, world
         self.p = np.asarray(sizes, float) / sum(sizes)
         self.order = [rng.permutation(n) for n in sizes]
         self.pos = [0] * len(sizes)
-        self.per_epoch = math.ceil(sum(sizes) / batch_size)
+        self.per_epoch = math.ceil(sum(sizes) / batch_size)       # batches per epoch, all processes together
 
-    def next(self) -> tuple:
+    def draw(self) -> tuple:
+        """The next batch of the shared sequence: (source, indices into it)."""
         s = int(self.rng.choice(len(self.sizes), p=self.p))       # source ~ its share of the pool
-        if self.pos[s] + self.bs > self.sizes[s]:                  # used up: reshuffle
+        if self.pos[s] + self.bs > self.sizes[s]:                  # fewer than bs left: reshuffle
             self.order[s], self.pos[s] = self.rng.permutation(self.sizes[s]), 0
         idx = self.order[s][self.pos[s]:self.pos[s] + self.bs]    # min(bs, N_s) indices
         self.pos[s] += self.bs
         return s, idx
 
+    def next(self) -> tuple:
+        """This process's next batch: batch rank of the next `world` of the shared sequence."""
+        batches = [self.draw() for _ in range(self.world)]
+        return batches[self.rank]
+
 
 def few_shot_indices(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Few-shot subset of train (Table V): round(fraction * n_c) of each class c, at least one, so
-    every class is present (deviation 11). Seeded, sorted indices."""
+    """Few-shot subset of a training split with labels y (Table V): round(fraction * n_c) of each
+    class c, at least one, so every class is present (deviation 11). Seeded, sorted indices."""
     rng = np.random.default_rng(seed)
     keep = []
     for c in np.unique(y):
@@ -437,7 +476,8 @@ def render(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, cell: int = 64,
     Chart of one variable: x-limits [0, T] with points at t = 0..T-1, y-limits [lo, hi] (+-0.5 if
     equal); pixel (row r, col c) has centre (c + 0.5, r + 0.5), row 0 at the top. Ink alpha =
     clamp(w/2 + 0.5 - distance, 0, 1) to the polyline (w = 1 pt line = 1.39 px at 100 dpi) and to
-    the points (`*` markers, discs of radius ~1.2 px); colour blended over white; a ~1 px frame.
+    the points (`*` markers, discs of radius ~1.2 px); colour blended over white; then the spines
+    (frame_coverage) in black over it.
     The distance to the polyline is taken to points spaced `step` px along every segment (at 1 px
     from the line the error is below 0.03 px for step 0.5), so the work grows with the length of the drawn line, not with T x pixels:
     every point splats a small stencil into the canvas with one scatter-max (no loop over samples)."""
@@ -474,16 +514,35 @@ def render(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, cell: int = 64,
     col = torch.cat([colour_table(M, dev, dt), torch.ones(g * g - M, 3, device=dev, dtype=dt)])
     col = col.T.reshape(3, g, g).repeat_interleave(cell, 1).repeat_interleave(cell, 2)   # (3, S, S)
     img = 1 - a * (1 - col)                                   # (B, 3, S, S): colour over white
-    # frame: each chart's four spines (0.8 pt lines on its cell borders). As matplotlib rasterises them
-    # at 100 dpi, a border at pixel edge b inks rows/columns b - 1 and b, the image's outer edges one.
-    frame = torch.zeros(S, S, dtype=torch.bool, device=dev)
-    for m in range(M):                                        # a loop over grid cells, not samples
+    return img * (1 - frame_coverage(M, cell, dev, dt))     # black spines over the charts
+
+
+def frame_coverage(M: int, cell: int, device, dtype, spill: float = 0.0555) -> torch.Tensor:
+    """The charts' spines as matplotlib rasterises them at 100 dpi (0.8 pt = 1.11 px lines on the cell
+    borders), measured on its output: the top / left spine of a chart inks its first row / column
+    and spills 0.0555 into the row / column on either side; the bottom / right spine inks the two
+    rows / columns past the cell and spills into its last one. Charts are drawn in order, each
+    first painting its own cell white, so where two charts meet the later one's top or left spine
+    is the one dark line (1 px). -> ink coverage (S, S) in [0, 1], S = ceil(sqrt(M)) cell."""
+    g = math.ceil(math.sqrt(M))
+    S = g * cell
+    cov = torch.zeros(S + 3, S + 3, device=device, dtype=dtype)   # margins: 1 px top / left, 2 px bottom / right
+
+    def ink(rows, cols, a):                                   # composite `a` over [rows) x [cols), image coordinates
+        sub = cov[rows[0] + 1:rows[1] + 1, cols[0] + 1:cols[1] + 1]
+        sub.copy_(1 - (1 - sub) * (1 - a))
+
+    for m in range(M):                                        # a loop over charts, not samples
         r0, c0 = (m // g) * cell, (m % g) * cell
-        rows = [r for r in (r0 - 1, r0, r0 + cell - 1, r0 + cell) if 0 <= r < S and (r0 + cell < S or r < r0 + cell - 1)]
-        cols = [c for c in (c0 - 1, c0, c0 + cell - 1, c0 + cell) if 0 <= c < S and (c0 + cell < S or c < c0 + cell - 1)]
-        frame[rows, max(c0 - 1, 0):min(c0 + cell + 1, S)] = True
-        frame[max(r0 - 1, 0):min(r0 + cell + 1, S), cols] = True
-    return img.masked_fill_(frame, 0)
+        r1, c1 = r0 + cell, c0 + cell
+        cov[r0 + 1:r1 + 1, c0 + 1:c1 + 1] = 0                 # the chart's white background
+        for (a0, a1), a in (((-1, 0), spill), ((0, 1), 1.0), ((1, 2), spill)):           # top and left
+            ink((r0 + a0, r0 + a1), (c0, c1 + 2), a)
+            ink((r0, r1 + 2), (c0 + a0, c0 + a1), a)
+        for (a0, a1), a in (((-1, 0), spill), ((0, 2), 1.0)):                            # bottom and right
+            ink((r1 + a0, r1 + a1), (c0, c1 + 2), a)
+            ink((r0, r1 + 2), (c1 + a0, c1 + a1), a)
+    return cov[1:S + 1, 1:S + 1]
 
 
 class BasicBlock(nn.Module):
@@ -615,12 +674,13 @@ class AimTS(nn.Module):
 
     def forward(self, x, views, img, lam, phase: str) -> dict:
         """x (B, T, M) originals (NaN allowed), views (2G, B, T, M), img (B, 3, H, W), lam (B,).
-        phase 'warmup': L_SI only; 'joint': the terms --loss-terms asks for. -> {term: scalar}."""
+        The terms --loss-terms asks for; in the 'warmup' phase full AimTS trains L_SI only (an
+        ablation row trains its own terms in every phase, deviation 9). -> {term: scalar}."""
         a, B = self.args, x.size(0)
         n_views = views.size(0)
-        terms = a.loss_terms if phase == "joint" else "naive_si_mix"
+        terms = "si" if (phase == "warmup" and a.loss_terms == "full") else a.loss_terms
         want_proto = terms in ("full", "proto", "inter")
-        want_si = terms in ("full", "naive_si", "naive_si_mix")
+        want_si = terms in ("full", "si", "naive_si")
         xs = [torch.nan_to_num(x)] + ([views.flatten(0, 1)] if want_proto else [])
         r = instance_repr(self.encoder(torch.cat(xs)))        # ((1 + 2G) B, D): one encoder call
         out = {}
@@ -645,7 +705,7 @@ class AimTS(nn.Module):
         # Eq. (1): L = L_proto + L_SI (or the single term of an ablation row)
         out["loss"] = {"full": lambda: out["proto"] + out["si"], "proto": lambda: out["proto"],
                        "inter": lambda: out["inter"], "naive_si": lambda: out["naive"],
-                       "naive_si_mix": lambda: out["si"]}[terms]()
+                       "si": lambda: out["si"]}[terms]()
         return out
 
 
@@ -671,7 +731,7 @@ def pretrain_step(model: nn.Module, opt, x: torch.Tensor, lo, hi, gen, gamma: fl
     return {k: v.item() for k, v in out.items()}
 
 
-# SCALE-OUT (torchrun): a single-process reader can skip these two helpers. ----------------------
+# SCALE-OUT (torchrun): a single-process reader can skip these three helpers. ---------------------
 def setup_distributed(device):
     """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs), one
     GPU per process. -> (rank, world_size, device); (0, 1, device) when run plainly."""
@@ -687,6 +747,17 @@ def setup_distributed(device):
     return dist.get_rank(), world, device
 
 
+def leave_distributed(rank: int, world: int) -> bool:
+    """After the part that runs in every process (pre-training): leave the process group. Fine-tuning,
+    evaluation and results belong to rank 0 alone. -> True for the process that goes on."""
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+        if rank == 0:
+            print(f"note: {world} processes joined; fine-tuning and evaluation run in rank 0 only")
+    return rank == 0
+
+
 def wrap_distributed(model: nn.Module, world: int, device) -> nn.Module:
     """DistributedDataParallel: each process draws its own batches (in-batch negatives stay per
     process); backward averages the gradients over processes. Ablations leave heads unused."""
@@ -700,13 +771,24 @@ def wrap_distributed(model: nn.Module, world: int, device) -> nn.Module:
 
 def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, callback=None) -> tuple:
     """Warm-up (L_SI only) then joint phase (Eq. 1) over the pool; uniform SWA average of the TS
-    encoder over the joint steps (official). -> (SWA encoder, history, stats).
+    encoder over the joint steps (official). -> (SWA encoder, initial encoder, history, stats):
+    the initial encoder is a separate copy of the TS encoder's weights before the first step (the
+    random-init baseline). Sources of fewer than two series are left out (deviation 15).
     callback(step, encoder), if given, is called before the first update (step 0) and after every
     optimiser step, with the encoder as main would evaluate it at that point (the trained encoder
     in the warm-up, the SWA average in the joint phase); it must not
     change the model or draw from the global random streams (learning curves, benchmarks/).
     """
+    left_out = [s.name for s in sources if len(s.x) < 2]
+    sources = [s for s in sources if len(s.x) >= 2]           # every batch holds two series or more
+    if not sources:
+        raise UserError("the pre-training pool has no source with two or more series "
+                        f"(left out: {', '.join(left_out)}); add larger sets to --pretrain")
+    if left_out and rank == 0:
+        print(f"note: left out of the pool (fewer than two series, contrast needs pairs): {', '.join(left_out)}")
+    torch.manual_seed(args.seed)                              # initial weights: a function of seed and sizes
     model = AimTS(args).to(device)
+    init_encoder = copy.deepcopy(model.encoder)               # the random-init baseline, its own copy
     if args.image_weights:
         sd = load_checkpoint(args.image_weights)
         sd = sd.get("state_dict", sd)
@@ -716,15 +798,16 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, c
     net = wrap_distributed(model, world, device)              # SCALE-OUT: identity when world = 1
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     swa = torch.optim.swa_utils.AveragedModel(model.encoder)
-    rng = np.random.default_rng(args.seed + 1000 * rank)      # SCALE-OUT: own batches per process
-    gen = torch.Generator(device=device).manual_seed(args.seed + 1000 * rank)
-    sampler = SourceSampler([len(s.x) for s in sources], args.batch_size, rng)
+    rng = np.random.default_rng(args.seed)                    # SCALE-OUT: one batch sequence, dealt by rank
+    gen = torch.Generator(device=device).manual_seed(args.seed + 1000 * rank)   # own augmentations per process
+    sampler = SourceSampler([len(s.x) for s in sources], args.batch_size, rng, rank, world)
     xs = [torch.from_numpy(s.x).to(device) for s in sources]
     lims = [(torch.from_numpy(s.lo).to(device), torch.from_numpy(s.hi).to(device)) for s in sources]
-    si = args.loss_terms in ("full", "naive_si")
+    si = args.loss_terms in ("full", "si", "naive_si")      # rows without an image side: no warm-up
     phases = [("warmup", args.warmup_epochs if si else 0), ("joint", args.epochs)]
     history, t0, step = [], time.perf_counter(), 0
-    steps_of = lambda ep: min(ep * sampler.per_epoch, args.max_iters) if args.max_iters else ep * sampler.per_epoch  # noqa: E731
+    per_epoch = math.ceil(sampler.per_epoch / world)          # steps of each process per pass over the pool
+    steps_of = lambda ep: min(ep * per_epoch, args.max_iters) if args.max_iters else ep * per_epoch  # noqa: E731
     total = sum(steps_of(e) for _, e in phases)
     if callback is not None:
         callback(0, model.encoder)
@@ -732,9 +815,7 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, c
         n_steps = steps_of(n_epochs)
         for i in range(n_steps):
             s, idx = sampler.next()
-            xb = xs[s][torch.from_numpy(idx).to(device)]       # (B, T, M) one source
-            if len(idx) < 2:
-                continue                                       # contrast needs two samples
+            xb = xs[s][torch.from_numpy(idx).to(device)]       # (B, T, M) one source, B >= 2
             t_step = time.perf_counter()
             terms = pretrain_step(net, opt, xb, *lims[s], gen, args.gamma, phase)
             if phase == "joint":
@@ -750,9 +831,9 @@ def pretrain(sources: list, args: Args, device, rank: int = 0, world: int = 1, c
                       .replace("epoch", "step", 1))
     if swa.n_averaged.item() == 0:                            # no joint step: the trained encoder
         swa.update_parameters(model.encoder)
-    stats = {"pretrain_time_s": time.perf_counter() - t0, "steps": step,
-             "steps_per_epoch": sampler.per_epoch, "pool": {s.name: len(s.x) for s in sources}}
-    return swa.module, history, stats
+    stats = {"pretrain_time_s": time.perf_counter() - t0, "steps": step, "steps_per_epoch": per_epoch,
+             "world": world, "pool": {s.name: len(s.x) for s in sources}, "left_out": left_out}
+    return swa.module, init_encoder, history, stats
 
 
 # %% 7. Fine-tuning (Sec. IV-A, Fig. 3(b)) and the shared linear probe ---------------------------------
@@ -770,16 +851,17 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x).amax(2).flatten(1))  # (B, K)
 
 
-def finetune(encoder: Encoder, x_tr, y_tr, x_va, y_va, x_te, y_te, args: Args, device, seed: int) -> dict:
-    """Fine-tune the encoder and train the classifier with cross-entropy (Adam, fixed epochs, the last
-    epoch is the result; deviation 10). Validation accuracy is recorded per epoch, test once at the end."""
+def finetune(encoder: Encoder, x: np.ndarray, y: np.ndarray, n_classes: int, args: Args, device,
+             seed: int) -> tuple:
+    """Sec. IV-A, Fig. 3(b): fine-tune a copy of the encoder and train the classifier, every parameter,
+    with cross-entropy on the labelled series x (N, T, M), y (N,) (Adam, fixed epochs, the last epoch
+    is the result; deviation 10). Sees no validation and no test data. -> (classifier, log per epoch)."""
     torch.manual_seed(seed)
-    n_classes = int(max(y_tr.max(), y_va.max() if len(y_va) else 0, y_te.max())) + 1
-    model = Classifier(copy.deepcopy(encoder), x_tr.shape[2], n_classes, args.dropout).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.ft_lr)
+    model = Classifier(copy.deepcopy(encoder), x.shape[2], n_classes, args.dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.ft_lr)   # encoder + head
     rng = np.random.default_rng(seed)
-    xt, yt = torch.from_numpy(x_tr).to(device), torch.from_numpy(y_tr).to(device)
-    hist, t0 = [], time.perf_counter()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    log = []
     for ep in range(args.ft_epochs):
         model.train()
         perm, losses = rng.permutation(len(xt)), []
@@ -792,10 +874,8 @@ def finetune(encoder: Encoder, x_tr, y_tr, x_va, y_va, x_te, y_te, args: Args, d
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        va = accuracy(model, x_va, y_va, device) if len(y_va) else None
-        hist.append({"epoch": ep + 1, "loss": float(np.mean(losses)) if losses else float("nan"), "val_accuracy": va})
-    return {"accuracy": accuracy(model, x_te, y_te, device), "val_accuracy": hist[-1]["val_accuracy"] if hist else None,
-            "history": hist, "time_s": time.perf_counter() - t0}
+        log.append({"epoch": ep + 1, "train_loss": float(np.mean(losses)) if losses else float("nan")})
+    return model, log
 
 
 @torch.no_grad()
@@ -909,11 +989,69 @@ def plot_examples(source: Source, path, n: int = 3, seed: int = 0) -> None:
 
 
 def load_target(args: Args):
-    """Target dataset: per-variable z-score with train statistics (deviation 10) -> (N, T, M) arrays."""
-    ds = data.standardize(data.load_dataset(args.dataset, data_dir=args.data_dir or None,
-                                            val_fraction=args.val_fraction, seed=args.seed), per="channel")
+    """Target dataset: its whole training split and its test split, with a per-variable z-score from
+    the training split's statistics (deviation 10) -> (ds, x_train, x_test) as (N, T, M) arrays.
+    A release's own validation split (TF-C) is not used; nothing is carved out of train here."""
+    ds = data.standardize(data.load_dataset(args.dataset, data_dir=args.data_dir or None, val_fraction=0.0,
+                                            seed=args.seed), per="channel")
     tr = lambda a: np.ascontiguousarray(np.nan_to_num(a).transpose(0, 2, 1)).astype(np.float32)  # noqa: E731
-    return ds, tr(ds.X_train), tr(ds.X_val), tr(ds.X_test)
+    return ds, tr(ds.X_train), tr(ds.X_test)
+
+
+def labelled_set(x: np.ndarray, y: np.ndarray, args: Args) -> tuple:
+    """The labels fine-tuning and the probes see, all from the training split: all of it, or with
+    --few-shot its per-class fraction (Table V, deviation 11); and which of them the probe holds
+    out to choose its C (a stratified --val-fraction, data.py's rule). -> (x, y, held-out mask)."""
+    if args.few_shot > 0:
+        keep = few_shot_indices(y, args.few_shot, args.seed)
+        x, y = x[keep], y[keep]
+    held = np.zeros(len(y), dtype=bool)
+    held[data.stratified_split(y, args.val_fraction, args.seed)[1]] = True
+    return x, y, held
+
+
+def final_evaluation(classifiers: dict, probes: dict, x_lab, y_lab, held, x_te, y_te, device) -> tuple:
+    """The one step that reads the test split. classifiers: name -> fine-tuned Classifier, scored on
+    test. probes: name -> frozen encoder for the shared linear probe, which fits on the labelled
+    series, chooses C on the held-out part of them (before it looks at test; C = 1 when either part
+    is empty) and refits on all of them. -> (selection: C and validation accuracy per probe,
+    eval: test metrics)."""
+    selection, ev = {}, {}
+    for name, model in classifiers.items():
+        ev[name] = accuracy(model, x_te, y_te, device)
+    fit = ~held if held.any() and not held.all() else np.ones(len(y_lab), dtype=bool)
+    val = held if held.any() and not held.all() else np.zeros(len(y_lab), dtype=bool)
+    for name, net in probes.items():
+        z_lab, z_te = embed(net, x_lab, 64, device), embed(net, x_te, 64, device)
+        r = linear_eval(z_lab[fit], y_lab[fit], z_lab[val], y_lab[val], z_te, y_te)
+        selection[f"{name}_C"], selection[f"{name}_val_accuracy"] = r["C"], r["val_accuracy"]
+        ev[f"{name}_accuracy"], ev[f"{name}_macro_f1"] = r["accuracy"], r["macro_f1"]
+    return selection, ev
+
+
+def load_encoder(args: Args, device) -> tuple:
+    """--load: the pre-trained TS encoder of an earlier run and its random-init baseline, both built
+    from the checkpoint's own sizes. -> (encoder, initial encoder, note). A checkpoint without
+    init_state_dict (written before it was saved) gets the initial weights rebuilt the way pretrain
+    builds them (torch seeded with the checkpoint's seed, then the encoder first), and a note."""
+    ck = load_checkpoint(args.load, map_location="cpu")
+    a = ck.get("args") or {}
+    sizes = {k: a.get(k, getattr(args, k)) for k in ("repr_dims", "hidden_dims", "depth", "dropout")}
+    note = ""
+    try:
+        encoder = Encoder(**sizes)
+        encoder.load_state_dict(ck["state_dict"])
+        if "init_state_dict" in ck:
+            init = Encoder(**sizes)
+            init.load_state_dict(ck["init_state_dict"])
+        else:
+            torch.manual_seed(a.get("seed", args.seed))        # as pretrain: seed, then AimTS builds F^TS first
+            init = Encoder(**sizes)
+            note = (f"{args.load} has no init_state_dict (an older checkpoint): the random-init baseline is "
+                    f"rebuilt as pre-training built it (seed {a.get('seed', args.seed)}, the checkpoint's sizes)")
+    except (RuntimeError, KeyError) as e:
+        raise UserError(f"--load {args.load}: not an aimts encoder checkpoint ({str(e)[:120]})") from None
+    return encoder.to(device), init.to(device), note
 
 
 def check_args(args: Args) -> None:
@@ -921,6 +1059,8 @@ def check_args(args: Args) -> None:
         raise UserError(f"--loss-terms {args.loss_terms!r}: choose one of {', '.join(LOSS_TERMS)}")
     if not 0 <= args.few_shot < 1:
         raise UserError(f"--few-shot {args.few_shot}: a fraction of train in (0, 1), e.g. 0.05; 0 = all of train")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction {args.val_fraction}: a fraction in [0, 1), e.g. 0.2")
     if args.batch_size < 2 or args.ft_batch_size < 2:
         raise UserError("--batch-size and --ft-batch-size must be at least 2 (contrast and BatchNorm need pairs)")
     for name in ("repr_dims", "hidden_dims", "proj_dims", "image_width"):
@@ -942,30 +1082,24 @@ def main(args: Args) -> dict:
     check_args(args)
     device = get_device(args.device)
     rank, world, device = setup_distributed(device)          # SCALE-OUT: (0, 1, device) when plain
-    ds, x_tr, x_va, x_te = load_target(args)
-    y_tr, y_va, y_te = ds.y_train, ds.y_val, ds.y_test
-    if args.few_shot > 0:                                     # Table V: a fraction of train
-        keep = few_shot_indices(y_tr, args.few_shot, args.seed)
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
-    if len(x_tr) < 2:
-        raise UserError(f"{ds.name}: {len(x_tr)} training series after the few-shot/validation split; need 2")
+    if args.load and not leave_distributed(rank, world):     # SCALE-OUT: nothing to share, rank 0 goes on
+        return {}
+    ds, x_tr, x_te = load_target(args)
+    x_lab, y_lab, held = labelled_set(x_tr, ds.y_train, args)
+    y_te = ds.y_test
+    if len(x_lab) < 2:
+        raise UserError(f"{ds.name}: {len(x_lab)} labelled training series after --few-shot; need 2")
     if rank == 0:
         print(f"[{METHOD}] target {ds.name} seed={args.seed} device={device} x (N, M, T) = "
-              f"({len(x_tr)}, {x_tr.shape[2]}, {x_tr.shape[1]}) fine-tune, {len(x_va)} val, {len(x_te)} test, "
-              f"{ds.n_classes} classes" + (f", few-shot {args.few_shot:g}" if args.few_shot else ""))
+              f"({len(x_lab)}, {x_lab.shape[2]}, {x_lab.shape[1]}) fine-tune of {len(x_tr)} train "
+              f"({int(held.sum())} of them choose the probe's C), {len(x_te)} test, {ds.n_classes} classes"
+              + (f", few-shot {args.few_shot:g}" if args.few_shot else ""))
 
     # METHOD: pre-train on the pool (labels unused, TRAIN files only) or load an encoder
-    history, stats = [], {}
+    history, stats, note = [], {}, ""
     if args.load:
-        ck = load_checkpoint(args.load, map_location=device)
-        a = ck.get("args") or {}
-        encoder = Encoder(a.get("repr_dims", args.repr_dims), a.get("hidden_dims", args.hidden_dims),
-                          a.get("depth", args.depth), args.dropout).to(device)
-        try:
-            encoder.load_state_dict(ck["state_dict"])
-        except (RuntimeError, KeyError) as e:
-            raise UserError(f"--load {args.load}: not an aimts encoder checkpoint ({str(e)[:120]})") from None
-        print(f"loaded encoder from {args.load}")
+        encoder, init_encoder, note = load_encoder(args, device)
+        print(f"loaded encoder from {args.load}" + (f"\nnote: {note}" if note else ""))
     else:
         names = pool_names(args.pretrain, ds.name)
         if not names:
@@ -974,40 +1108,44 @@ def main(args: Args) -> dict:
         sources = load_pool(names, args.data_dir)
         if rank == 0:
             print(f"pool: {', '.join(f'{s.name} {s.x.shape[0]}x{s.x.shape[2]}x{s.x.shape[1]}' for s in sources)} (N x M x T)")
-        encoder, history, stats = pretrain(sources, args, device, rank, world)
-        if world > 1:                                         # SCALE-OUT: rank 0 alone goes on
-            import torch.distributed as dist
-            dist.destroy_process_group()
-            if rank != 0:
-                return {}
+        encoder, init_encoder, history, stats = pretrain(sources, args, device, rank, world)
+        if not leave_distributed(rank, world):                # SCALE-OUT: rank 0 alone goes on
+            return {}
         print(f"pre-trained {stats['steps']} steps in {stats['pretrain_time_s']:.1f} s")
-    init_encoder = Encoder(encoder.blocks[-1].conv2.out_channels, args.hidden_dims,
-                           len(encoder.blocks) - 1, args.dropout).to(device)   # the from-scratch network
 
-    ev: dict = {}
-    ft = finetune(encoder, x_tr, y_tr, x_va, y_va, x_te, y_te, args, device, args.seed)
-    ev.update(accuracy=ft["accuracy"], val_accuracy=ft["val_accuracy"], finetune_time_s=ft["time_s"])
-    line = f"fine-tune | acc {100 * ft['accuracy']:.1f}"
-    if args.scratch:                                          # same network, no pre-training
-        sc = finetune(init_encoder, x_tr, y_tr, x_va, y_va, x_te, y_te, args, device, args.seed)
-        ev.update(scratch_accuracy=sc["accuracy"], scratch_val_accuracy=sc["val_accuracy"])
-        line += f" | from scratch {100 * sc['accuracy']:.1f}"
-    if args.probe:                                            # frozen encoders, shared protocol
-        for key, net in (("probe", encoder), ("random_init_probe", init_encoder)):
-            z = [embed(net, a, 64, device) for a in (x_tr, x_va, x_te)]
-            ev[f"{key}_accuracy"] = linear_eval(z[0], y_tr, z[1], y_va, z[2], y_te)["accuracy"]
-        line += f" | linear probe {100 * ev['probe_accuracy']:.1f} (random-init {100 * ev['random_init_probe_accuracy']:.1f})"
+    # Fine-tuning (the whole network, the labelled training series only), then the one final evaluation
+    t0 = time.perf_counter()
+    classifiers, logs = {}, {}                                # eval key -> fine-tuned classifier; training logs
+    classifiers["accuracy"], logs["pretrained"] = finetune(encoder, x_lab, y_lab, ds.n_classes, args, device, args.seed)
+    if args.scratch:                                          # same network from its initial weights
+        classifiers["scratch_accuracy"], logs["scratch"] = finetune(init_encoder, x_lab, y_lab, ds.n_classes,
+                                                                    args, device, args.seed)
+    probes = {"probe": encoder, "random_init_probe": init_encoder} if args.probe else {}
+    finetune_time = time.perf_counter() - t0
+    selection, ev = final_evaluation(classifiers, probes, x_lab, y_lab, held, x_te, y_te, device)
+    selection.update(finetune_epoch=args.ft_epochs, finetune_val_log=[])       # fixed, nothing measured on
+    if args.scratch:                                                         # validation (deviation 10)
+        selection.update(scratch_finetune_epoch=args.ft_epochs)
+    line = f"fine-tune | acc {100 * ev['accuracy']:.1f}"
+    if args.scratch:
+        line += f" | from scratch {100 * ev['scratch_accuracy']:.1f}"
+    if args.probe:
+        line += (f" | linear probe {100 * ev['probe_accuracy']:.1f} "
+                 f"(random-init {100 * ev['random_init_probe_accuracy']:.1f})")
     print(line)
 
     run_dir = make_run_dir(args.out_dir, ds.name, METHOD, args.seed)
     res = write_results(run_dir, METHOD, ds.name, args.seed, args, history, ev,
-                        stats.get("pretrain_time_s", 0.0) + ft["time_s"], device,
-                        extra={"pretrain": stats, "finetune_history": ft["history"]})
+                        stats.get("pretrain_time_s", 0.0) + finetune_time, device,
+                        extra={"selection": selection, "label_free": True, "label_note": "",
+                               "pretrain": stats, "finetune_log": logs, "finetune_time_s": finetune_time,
+                               "n_labelled": len(y_lab), "baseline_note": note})
     if history:
         plot_history(history, run_dir / "loss.png", f"AimTS pre-training for {ds.name} (x axis: step)")
         plot_examples(sources[0], run_dir / "examples.png")
     if args.save_model and history:
-        save_checkpoint(run_dir / "encoder.pt", encoder.state_dict(), args)
+        save_checkpoint(run_dir / "encoder.pt", encoder.state_dict(), args,
+                        extra={"init_state_dict": init_encoder.state_dict()})
     print(f"saved {run_dir / 'results.json'}")
     res["run_dir"] = str(run_dir)
     return res

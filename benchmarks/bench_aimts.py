@@ -5,9 +5,10 @@ benchmarks/results/aimts.json as each finishes, and a summary table in benchmark
   raster    the batched torch rasteriser against matplotlib drawing the same charts (to an in-memory
             canvas, no PNG files), side by side in one process: images/s and ink-mask IoU.
   fewshot   Table V's idea: pre-train on a pool of real UCR/UEA TRAIN splits (targets left out), then
-            fine-tune on 5/15/20% of each target's train split and test on its test split, seeds 1-3,
-            beside the same network fine-tuned from random init (and the linear probes). The ablation
-            rows (Table VI) on seed 1 at the same setting.
+            fine-tune on 5/15/20% of each target's whole training split and test on its test split,
+            seeds 1-3, beside the same network fine-tuned from its own initial weights (and the linear
+            probes), all through aimts.main (--load for the second and later targets). The ablation
+            rows (Table VI: inter, proto, naive_si, si) on seed 1 at 5 %.
   memory    peak resident memory and wall time of one fine-tuning run (batch 8; 10 epochs at the
             CPU default sizes, 1 epoch at the paper's sizes) on the longest real set here (ACSF1),
             in a fresh process; test inference included.
@@ -20,8 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import aimts as m  # noqa: E402
 import data  # noqa: E402
-from common import set_seed, setup_torch  # noqa: E402
+from common import setup_torch  # noqa: E402
 from tests.test_aimts import mpl_chart  # noqa: E402  (the matplotlib reference the IoU test uses)
 
 OUT = ROOT / "benchmarks" / "results"
+RUNS = Path(tempfile.gettempdir()) / "bench_aimts_runs"    # run directories of the few-shot part (encoder.pt for --load)
 POOL = ["ArrowHead", "BasicMotions", "JapaneseVowels"]      # OSULeaf, PickupGesture, ACSF1: too long for this CPU budget
 TARGETS = ["GunPoint", "ItalyPowerDemand"]
 FRACTIONS = (0.05, 0.15, 0.2)
@@ -77,45 +81,35 @@ def bench_raster(data_dir, n=64) -> list:
     return rows
 
 
-def target_arrays(name, data_dir, seed):
-    args = m.Args(dataset=name, data_dir=data_dir or "", seed=seed)
-    ds, x_tr, x_va, x_te = m.load_target(args)
-    return ds, x_tr, x_va, x_te
-
-
 def bench_fewshot(data_dir, seeds, max_iters, ft_epochs, results) -> None:
+    """Every number through aimts.main, as a user runs it: the first (target, fraction) of a seed
+    pre-trains (and saves encoder.pt), the others fine-tune that encoder with --load."""
     sources = m.load_pool(POOL, data_dir)
     results["fewshot_setup"] = {"pool": {s.name: list(s.x.shape) for s in sources}, "targets": TARGETS,
                                 "fractions": FRACTIONS, "seeds": seeds, "max_iters": max_iters,
                                 "ft_epochs": ft_epochs, "args": dataclasses.asdict(m.Args())}
     rows = results.setdefault("fewshot", [])
-    jobs = [(s, "full") for s in seeds] + [(seeds[0], t) for t in ("proto", "inter", "naive_si")]
+    jobs = [(s, "full") for s in seeds] + [(seeds[0], t) for t in ("inter", "proto", "naive_si", "si")]
     for seed, terms in jobs:
-        args = m.Args(seed=seed, max_iters=max_iters, ft_epochs=ft_epochs, loss_terms=terms, log=False,
-                      data_dir=data_dir or "")
-        set_seed(seed)
-        t0 = time.perf_counter()
-        enc, hist, stats = m.pretrain(sources, args, torch.device("cpu"))
-        t_pre = time.perf_counter() - t0
-        set_seed(seed)
-        init = m.Encoder(args.repr_dims, args.hidden_dims, args.depth, args.dropout)
+        enc_path, pre = "", {}
         for name in TARGETS:
-            ds, x_tr, x_va, x_te = target_arrays(name, data_dir, seed)
             for frac in (FRACTIONS if terms == "full" else (0.05,)):
-                keep = m.few_shot_indices(ds.y_train, frac, seed)
-                xa, ya = x_tr[keep], ds.y_train[keep]
-                row = {"seed": seed, "loss_terms": terms, "target": name, "fraction": frac, "n_train": len(keep),
-                       "pretrain_s": t_pre, "pretrain_steps": stats["steps"],
-                       "final_loss": float(np.mean([h["loss"] for h in hist[-5:]]))}
-                ft = m.finetune(enc, xa, ya, x_va, ds.y_val, x_te, ds.y_test, args, "cpu", seed)
-                row.update(acc=ft["accuracy"], ft_s=ft["time_s"])
+                args = m.Args(dataset=name, pretrain=",".join(POOL), seed=seed, max_iters=max_iters,
+                              ft_epochs=ft_epochs, loss_terms=terms, few_shot=frac, load=enc_path,
+                              scratch=terms == "full", probe=terms == "full", log=False,
+                              data_dir=data_dir or "", out_dir=str(RUNS))
+                res = m.main(args)
+                if not enc_path:                                 # this call pre-trained
+                    enc_path = str(Path(res["run_dir"]) / "encoder.pt")
+                    pre = {"pretrain_s": res["pretrain"]["pretrain_time_s"], "pretrain_steps": res["pretrain"]["steps"],
+                           "final_loss": float(np.mean([h["loss"] for h in res["history"][-5:]]))}
+                ev = res["eval"]
+                row = {"seed": seed, "loss_terms": terms, "target": name, "fraction": frac,
+                       "n_train": res["n_labelled"], **pre, "acc": ev["accuracy"], "ft_s": res["finetune_time_s"],
+                       "run_dir": res["run_dir"]}
                 if terms == "full":
-                    sc = m.finetune(init, xa, ya, x_va, ds.y_val, x_te, ds.y_test, args, "cpu", seed)
-                    row.update(scratch_acc=sc["accuracy"])
-                    z = [m.embed(enc, a, 64, "cpu") for a in (xa, x_va, x_te)]
-                    zr = [m.embed(init, a, 64, "cpu") for a in (xa, x_va, x_te)]
-                    row["probe_acc"] = m.linear_eval(z[0], ya, z[1], ds.y_val, z[2], ds.y_test)["accuracy"]
-                    row["random_probe_acc"] = m.linear_eval(zr[0], ya, zr[1], ds.y_val, zr[2], ds.y_test)["accuracy"]
+                    row.update(scratch_acc=ev["scratch_accuracy"], probe_acc=ev["probe_accuracy"],
+                               random_probe_acc=ev["random_init_probe_accuracy"], probe_C=res["selection"]["probe_C"])
                 rows.append(row)
                 print(row, flush=True)
                 save(results)
@@ -131,16 +125,17 @@ def hwm():  # peak resident memory of this process (VmHWM; ru_maxrss would carry
     return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
 base = hwm()
 args = m.Args(dataset={name!r}, data_dir={data_dir!r} or "", ft_epochs={epochs}, ft_batch_size=8{sizes})
-ds, x_tr, x_va, x_te = m.load_target(args)
+ds, x_tr, x_te = m.load_target(args)
 enc = m.Encoder(args.repr_dims, args.hidden_dims, args.depth, args.dropout)
 t = time.perf_counter()
-ft = m.finetune(enc, x_tr, ds.y_train, x_va[:0], ds.y_val[:0], x_te, ds.y_test, args, "cpu", 1)
+model, _ = m.finetune(enc, x_tr, ds.y_train, ds.n_classes, args, "cpu", 1)
+acc = m.accuracy(model, x_te, ds.y_test, "cpu")
 wall = time.perf_counter() - t
 n_params = sum(p.numel() for p in enc.parameters())
 print(json.dumps({{"dataset": {name!r}, "n_train": len(x_tr), "n_test": len(x_te), "T": x_tr.shape[1],
                   "sizes": {label!r}, "epochs": {epochs}, "encoder_params": n_params, "wall_s": wall,
                   "peak_rss_mb": hwm(),
-                  "rss_after_import_mb": base, "acc": ft["accuracy"]}}))
+                  "rss_after_import_mb": base, "acc": acc}}))
 """
 
 
@@ -185,7 +180,7 @@ def summary(results: dict) -> str:
         if abl:
             lines += ["| loss terms (seed %d, 5%%) | " % full[0]["seed"] + " | ".join(TARGETS) + " | pre-train s |",
                       "|---|" + "---|" * (len(TARGETS) + 1)]
-            for terms in ("inter", "proto", "naive_si", "full"):
+            for terms in ("inter", "proto", "naive_si", "si", "full"):
                 rs = {r["target"]: r for r in abl if r["loss_terms"] == terms}
                 if rs:
                     lines.append(f"| {terms} | " + " | ".join(f"{100 * rs[t]['acc']:.1f}" if t in rs else "" for t in TARGETS)
@@ -223,6 +218,8 @@ def main():
         results["memory"] = bench_memory(a.data_dir)
         save(results)
     results["wall_s"] = time.perf_counter() - t0
+    results.setdefault("runs", []).append({**results["machine"], "parts": parts, "wall_s": results["wall_s"],
+                                           "load_average_1_5_15min_at_end": os.getloadavg()})
     save(results)
     (OUT / "aimts.md").write_text(summary(results) + "\n")
     print(summary(results))

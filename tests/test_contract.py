@@ -109,6 +109,8 @@ CASES = {
 }
 CASES = {k: v for k, v in CASES.items() if v[0] in METHODS}
 FRACTION = {"leaves": "label_fraction", "aimts": "few_shot"}              # the flag naming the labelled share
+# Files that fine-tune a fixed number of epochs and report the last (aimts, as its paper: nothing chosen)
+FIXED_EPOCHS = {"aimts": "ft_epochs"}
 # The ONE declared exception to label-free pre-training (CONTRACT A): DynaCL's class-run stream is
 # ordered by the training labels. Every other case must pre-train without reading a label.
 LABEL_USERS = {"dynacl"}
@@ -562,7 +564,11 @@ def test_finetuning_trains_the_whole_network_on_the_asked_labelled_subset_of_tra
     if not isinstance(sel.get("finetune_epoch"), int):
         problems.append("selection['finetune_epoch'] missing: the epoch kept, chosen on validation")
     log = sel.get("finetune_val_log")
-    if not (isinstance(log, list) and log and all("epoch" in e and any(k.startswith("val_") for k in e) for e in log)):
+    if name in FIXED_EPOCHS:                                  # the paper's fixed schedule: nothing to choose
+        if sel.get("finetune_epoch") != getattr(run.args, FIXED_EPOCHS[name]) or log != []:
+            problems.append(f"{name} fine-tunes a fixed --{FIXED_EPOCHS[name].replace('_', '-')} epochs and reports "
+                            f"the last: selection should say so (finetune_epoch {sel.get('finetune_epoch')}, log {log!r})")
+    elif not (isinstance(log, list) and log and all("epoch" in e and any(k.startswith("val_") for k in e) for e in log)):
         problems.append("selection['finetune_val_log'] missing: per-epoch validation scores {epoch, val_...}")
     if len(spy.classifiers) > 1 and not isinstance(sel.get("scratch_finetune_epoch"), int):
         problems.append("selection['scratch_finetune_epoch'] missing for the from-scratch fine-tune")
