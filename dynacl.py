@@ -318,49 +318,10 @@ class Projector(nn.Linear):
 # Notation: u = z / |z|, s_ab = u_a . u_b (cosine), e_ab = exp(s_ab / tau). An anchor t has its
 # positives t - 1 and t + 1 in its own sequence. All other instances of the negative set are
 # negatives: the batch (default), its sequence (Eq. 2 literally), or the flattened batch (code).
-
-def _row_sums(u: torch.Tensor, fn, negatives: str, scale: float = 1.0) -> torch.Tensor:
-    """sum_{k != t} fn(scale * s_tk) over the negative set of each instance t: the batch, or its
-    own sequence. u (B, T, F) unit vectors; fn maps scaled similarities (B, T, any) to terms
-    (scale = 1 / tau is folded into the matrix product: one pass less over the matrix). The full sum minus the self term t = k (s_tt = u_t . u_t, which is
-    1, or 0 for a zero vector) equals the sum with the diagonal masked out, and is 1.5x faster
-    (tests/test_dynacl.py compares with a naive loop). Returns (B, T)."""
-    B, T, Fd = u.shape
-    v = u * scale
-    self_s = (v * u).sum(-1)                                  # (B, T): scale * s_tt
-    if negatives == "sequence":
-        s = v @ u.transpose(1, 2)                             # (B, T, T)
-    else:
-        s = (v.reshape(B * T, Fd) @ u.reshape(B * T, Fd).T).reshape(B, T, B * T)   # (B, T, BT)
-    return fn(s).sum(-1) - fn(self_s[..., None])[..., 0]      # 1[k != t]: self excluded
-
-
-class _ExpRowSums(torch.autograd.Function):
-    """FASTER EQUIVALENT of torch.exp(v @ u.T).sum(-1) for v = u / tau, u (G, N, F) -> (G, N):
-    the same values and gradients (tests/test_dynacl.py::test_exp_row_sums_equal_autograd), with
-    the backward written out, dR_t/dv_t = sum_k E_tk u_k and dR_t/du_k = E_tk v_t, so only E is
-    kept and the backward is two matrix products. 2-3x faster than autograd on the 2400 x 2400
-    matrix of a SleepEEG batch, which is most of a DynaCL step."""
-
-    @staticmethod
-    def forward(ctx, v, u):
-        E = torch.exp(v @ u.transpose(1, 2))                  # (G, N, N): E_tk = exp(s_tk / tau)
-        ctx.save_for_backward(E, u, v)
-        return E.sum(-1)
-
-    @staticmethod
-    def backward(ctx, g):                                     # g (G, N) = dL/dR
-        E, u, v = ctx.saved_tensors
-        return g[..., None] * (E @ u), E.transpose(1, 2) @ (g[..., None] * v)
-
-
-def exp_row_sums(u: torch.Tensor, tau: float, negatives: str) -> torch.Tensor:
-    """_row_sums(u, torch.exp, negatives, 1 / tau) through _ExpRowSums: sum_{k != t} e_t,k (B, T)."""
-    B, T, Fd = u.shape
-    g = u if negatives == "sequence" else u.reshape(1, B * T, Fd)   # groups: sequences, or one batch
-    full = _ExpRowSums.apply(g / tau, g).reshape(B, T)
-    return full - torch.exp((u * u).sum(-1) / tau)            # 1[k != t]: self excluded
-
+# Every sum of exp-terms is taken in log space, log sum_k exp(a_k) = max_k a_k + log sum_k exp(a_k - max),
+# with the terms a sum leaves out (self, positives) masked before summing, never subtracted after:
+# in float32 "full row minus self" cancels once exp(1 / tau) dwarfs the rest of the row (NaN at
+# tau = 0.05 on small batches; tests/test_dynacl.py::test_mp_xent_float32_is_finite_at_small_tau).
 
 def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
     if negatives not in ("batch", "sequence", "code"):
@@ -372,6 +333,68 @@ def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
     return z
 
 
+def _members(u: torch.Tensor, negatives: str):
+    """The negative sets as groups: u (B, T, F) -> g (G, N, F), and r, the rows a of g whose next
+    row a + 1 is the next step of the same sequence (the pairs t, t + 1). sequence: G = B groups
+    of N = T; batch (and code, already one sequence of B*T): one group of N = B*T."""
+    B, T, Fd = u.shape
+    if negatives == "sequence":
+        return u, torch.arange(T - 1, device=u.device)
+    r = torch.arange(B * T - 1, device=u.device)
+    return u.reshape(1, B * T, Fd), r[r % T != T - 1]         # no pair across a sequence boundary
+
+
+def masked_logsumexp(u: torch.Tensor, log_term, negatives: str, drop_positives: bool) -> torch.Tensor:
+    """log sum_k exp(log_term(s_tk)) over the negative set of each instance t, k != t, and also
+    k not in {t - 1, t + 1} (t's positives) when drop_positives. u (B, T, F) unit vectors;
+    log_term maps the similarity matrix (G, N, N) element by element, row = t. Excluded terms are
+    -inf; torch.logsumexp subtracts each row's max and adds it back. A row with no term gives -inf.
+    Returns (B, T)."""
+    B, T, _ = u.shape
+    g, r = _members(u, negatives)
+    a = log_term(g @ g.transpose(1, 2))                       # (G, N, N): log of each term
+    out = torch.eye(g.size(1), dtype=torch.bool, device=u.device)   # 1[k != t]: self excluded
+    if drop_positives:
+        out[r, r + 1] = True                                  # 1[k != t + 1]
+        out[r + 1, r] = True                                  # 1[k != t - 1]
+    return torch.logsumexp(a.masked_fill(out, -math.inf), dim=-1).reshape(B, T)
+
+
+class _NegativeLogSumExp(torch.autograd.Function):
+    """FASTER EQUIVALENT of masked_logsumexp(u, lambda s: s / tau, negatives, True), MP-Xent's
+    negatives, for v = u / tau, g = u in group layout (G, N, F) -> (G, N). The same values and
+    gradients (tests/test_dynacl.py::test_log_negative_sums_equal_the_masked_logsumexp), computed
+    in place on one (N, N) matrix, with the backward written out: with p_tk = exp(s_tk / tau - m_t)
+    (0 where masked) and P_t = sum_k p_tk, d lse_t / dv_t = sum_k p_tk u_k / P_t and
+    d lse_t / du_k = p_tk v_t / P_t, so only p is kept and the backward is two matrix products.
+    A SleepEEG batch makes N = 2400: this matrix is most of a DynaCL step."""
+
+    @staticmethod
+    def forward(ctx, v, g, r):
+        a = v @ g.transpose(1, 2)                             # (G, N, N): s_tk / tau
+        a.diagonal(dim1=1, dim2=2).fill_(-math.inf)           # k != t
+        a[:, r, r + 1] = -math.inf                            # k != t + 1
+        a[:, r + 1, r] = -math.inf                            # k != t - 1
+        m = a.amax(-1, keepdim=True).nan_to_num(neginf=0.0)   # (G, N, 1) row max; 0 for an empty row
+        p = a.sub_(m).exp_()                                  # p_tk = exp(s_tk / tau - m_t), in place
+        total = p.sum(-1)                                     # (G, N): P_t
+        ctx.save_for_backward(p, total, v, g)
+        return m[..., 0] + torch.log(total)                   # the max added back
+
+    @staticmethod
+    def backward(ctx, grad):                                  # grad (G, N) = dL / dlse
+        p, total, v, g = ctx.saved_tensors
+        w = torch.where(total > 0, grad / total, torch.zeros_like(total))[..., None]   # (G, N, 1)
+        return w * (p @ g), p.transpose(1, 2) @ (w * v), None
+
+
+def log_negative_sums(u: torch.Tensor, tau: float, negatives: str) -> torch.Tensor:
+    """log sum_{k not in {t-1, t, t+1}} e_t,k, the negatives of each instance t (B, T)."""
+    B, T, _ = u.shape
+    g, r = _members(u, negatives)
+    return _NegativeLogSumExp.apply(g / tau, g, r).reshape(B, T)
+
+
 def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positives: int = 2) -> torch.Tensor:
     """MP-Xent, Eq. (2)-(3) (positives=2), or the single-positive NT-Xent of Eq. (1) (positives=1).
 
@@ -379,19 +402,19 @@ def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positiv
       l_t = -log (e_t,t-1 + e_t,t+1) / (sum_{k not in {t-1, t, t+1}} e_t,k + sum_{l not in {t-1, t}} e_t-1,l)
     the second sum is the LEFT NEIGHBOUR's row, as written (and coded). Eq. (1), anchor t <= T-2:
       l_t = -log e_t,t+1 / sum_{k not in {t, t+1}} e_t,k.
-    Returns the mean over anchors (Eq. 3, deviation 2)."""
+    Returns the mean over anchors (Eq. 3, deviation 2). All in log space (see the section note)."""
     z = _check(z, negatives, need=positives + 1)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
-    row = exp_row_sums(u, tau, negatives)                    # (B, T): sum_{k != t} e_t,k
-    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1 within a sequence
-    if positives == 1:
-        pos = adj                                             # anchors t = 0..T-2
-        den = row[:, :-1] - adj                               # Eq. (1): k not in {t, t+1}
-    else:
-        left, right = adj[:, :-1], adj[:, 1:]                 # (B, T-2): e_t,t-1, e_t,t+1 for t = 1..T-2
-        pos = left + right                                    # Eq. (2) numerator
-        den = (row[:, 1:-1] - left - right) + (row[:, :-2] - left)   # anchor row + left neighbour's row
-    return (torch.log(den) - torch.log(pos)).mean()           # Eq. (3): mean of -log(pos / den)
+    neg = log_negative_sums(u, tau, negatives)                # (B, T): log sum_{k not in {t-1, t, t+1}} e_t,k
+    adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1 within a sequence
+    # log sum_{k not in {t, t+1}} e_t,k: the negatives plus the left positive e_t,t-1 (for t >= 1)
+    no_right = torch.cat([neg[:, :1], torch.logaddexp(neg[:, 1:], adj)], dim=1)   # (B, T)
+    if positives == 1:                                        # Eq. (1), anchors t = 0..T-2
+        log_num, log_den = adj, no_right[:, :-1]
+    else:                                                     # Eq. (2), anchors t = 1..T-2
+        log_num = torch.logaddexp(adj[:, :-1], adj[:, 1:])    # log(e_t,t-1 + e_t,t+1)
+        log_den = torch.logaddexp(neg[:, 1:-1], no_right[:, :-2])   # anchor's negatives + row t-1 without {t-1, t}
+    return (log_den - log_num).mean()                         # Eq. (3): mean of -log(num / den)
 
 
 def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") -> torch.Tensor:
@@ -412,33 +435,68 @@ def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") 
     return torch.cat([y, torch.ones_like(y[:, :1])], dim=1)   # (B, T)
 
 
+def m_margin(s: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+    """M_margin of Eq. (5) as coded: g = -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2 (the leading minus
+    is the code's, deviation 5). s similarities, Y pseudo-labels (broadcast), m the margin."""
+    return -(1 - y) * 0.5 * s ** 2 + y * 0.5 * torch.clamp(margin - s, min=0) ** 2
+
+
+def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05, pseudo_labels: str = "fixed") -> int:
+    """Smallest negative set (N instances: T with negatives="sequence", else B*T) for which
+    margin_mp_xent's log has a positive argument for every input. That argument,
+    sum_{k != t} x_t,k + sum_{l != t-1} x_t-1,l - e_t,t-1, has 2 (N - 1) x-terms, each at least
+    x_min = exp(gamma * min g / tau) (g at s in {-1, 0, 1}, where its extremes lie; Y = 0 only in
+    "fixed" mode), and e_t,t-1 <= exp(1 / tau). A collapsed embedding (every s = 1, Y = 0) reaches
+    the bound, and this loss drives towards collapse (deviation 5), so below it training can hit
+    the log of a negative number. The defaults need N >= 5."""
+    s = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    labels = (0.0, 1.0) if pseudo_labels == "fixed" else (1.0,)
+    log_x_min = min((gamma * m_margin(s, torch.tensor(y, dtype=torch.float64), margin) / tau).min().item()
+                    for y in labels)
+    gap = min(1 / tau - log_x_min, 700.0)                     # log(e_max / x_min), capped: no overflow
+    return math.floor(1 + math.exp(gap) / 2) + 1              # least N with 2 (N - 1) x_min > e^(1/tau)
+
+
+def check_margin_members(n: int, args) -> None:
+    """UserError when a DynaCL-M run with the margin term has negative sets of n instances, fewer
+    than margin_min_members: its loss could reach the log of a number <= 0 (NaN)."""
+    if args.variant != "dynacl-m" or not args.margin_term:
+        return
+    need = margin_min_members(args.temperature, args.margin, args.margin_gamma, args.pseudo_labels)
+    if n < need:
+        raise UserError(f"the margin term (Eq. 5 as coded, deviation 5) can take the log of 0 or less with {n} "
+                        f"instances per negative set at --temperature {args.temperature:g} --margin {args.margin:g} "
+                        f"--margin-gamma {args.margin_gamma:g}; it needs at least {need:,}: use a longer --seq-len, "
+                        f"a larger --batch-size with --negatives batch, a higher --temperature, or --no-margin-term")
+
+
 def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: float = 5.0,
                    gamma: float = 0.05, negatives: str = "batch") -> torch.Tensor:
     """MP-Xent with the margin of Eq. (5), as the official LS_MARGIN_LOSS computes it (deviation 5).
 
-    g_ab = -(1 - Y_a) s_ab^2 / 2 + Y_a max(0, m - s_ab)^2 / 2   (Eq. 5, with the code's minus),
-    x_ab = exp(gamma g_ab / tau). Y_a is the label of the ANCHOR-side instance a: the code sums
-    the columns l of its matrix and broadcasts Y along them, so every term of column l has Y_l.
-    Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
+    g_ab = m_margin(s_ab, Y_a), x_ab = exp(gamma g_ab / tau). Y_a is the label of the
+    ANCHOR-side instance a: the code sums the columns l of its matrix and broadcasts Y along them,
+    so every term of column l has Y_l. Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
       l_t = -log num / (sum_{k != t} x_tk + sum_{l != t-1} x_t-1,l - e_t,t-1)
-    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms.
-    Like the official formula, the log's argument can reach 0 (NaN loss) when a row has only a few
-    terms and Y = 0 with near-identical neighbours: T < 5 with negatives="sequence". main refuses
-    that combination; the defaults (T = 300, B = 8) are far from it."""
+    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms. That
+    argument can be <= 0, and the loss NaN, as in the official code: with fewer than
+    margin_min_members(...) instances per negative set (5 at the defaults), which main refuses.
+    In log space: log(X - e) = log X + log(1 - e / X), with 1 - e / X = -expm1(log e - log X)."""
     z = _check(z, negatives, need=3)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
-    ya = y.reshape(u.shape[:2])[..., None].to(u.dtype)       # (B, T, 1): Y of the anchor-side a
+    y_rows = y.reshape(-1).to(u.dtype)                        # Y of every instance, in z's row order
 
-    def x_term(s):                                            # x_ab for s (B, T, any)
-        g = -(1 - ya) * 0.5 * s ** 2 + ya * 0.5 * torch.clamp(margin - s, min=0) ** 2   # Eq. (5), code's sign
-        return torch.exp(gamma * g / tau)
+    def log_x(s):                                             # log x_ab for s (G, N, N), row a
+        ya = y_rows.reshape(s.shape[:2])[..., None]           # (G, N, 1): Y of the anchor-side a
+        return gamma * m_margin(s, ya, margin) / tau
 
-    row = _row_sums(u, x_term, negatives)                     # (B, T): sum_{k != t} x_t,k
-    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1
-    left, right = adj[:, :-1], adj[:, 1:]
-    num = left + right
-    total = row[:, 1:-1] + row[:, :-2] - left                 # code: den + num
-    return (torch.log(total) - torch.log(num)).mean()
+    rows = masked_logsumexp(u, log_x, negatives, drop_positives=False)   # (B, T): log sum_{k != t} x_t,k
+    adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1
+    left, right = adj[:, :-1], adj[:, 1:]                     # anchors t = 1..T-2
+    log_num = torch.logaddexp(left, right)                    # log(e_t,t-1 + e_t,t+1)
+    log_x_sum = torch.logaddexp(rows[:, 1:-1], rows[:, :-2])  # log X: the anchor's row + row t-1
+    log_total = log_x_sum + torch.log(-torch.expm1(left - log_x_sum))   # log(X - e_t,t-1): code's den + num
+    return (log_total - log_num).mean()
 
 
 def mse_loss(z: torch.Tensor, z_bar: torch.Tensor) -> torch.Tensor:
@@ -506,6 +564,7 @@ def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print, ca
     rng = np.random.default_rng(args.seed)                    # batch order
     S, T = seqs.shape[:2]
     bs = min(args.batch_size, S)
+    check_margin_members(T if args.negatives == "sequence" else bs * T, args)   # Eq. (5)'s log defined
     per_epoch = S // bs                                       # drop_last, as the code
     epochs = args.epochs or default_epochs(name, per_epoch)
     xt = torch.from_numpy(seqs).to(device)                    # (S, T, D)
@@ -744,10 +803,6 @@ def check_args(args: Args) -> None:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
     if args.seq_len and args.seq_len < 3:
         raise UserError(f"--seq-len {args.seq_len}: MP-Xent needs T >= 3 (an anchor and both neighbours)")
-    if (args.variant == "dynacl-m" and args.margin_term and args.negatives == "sequence"
-            and args.seq_len and args.seq_len < 5):
-        raise UserError(f"--seq-len {args.seq_len} with --negatives sequence: the margin term (Eq. 5) can "
-                        "take the log of 0 with fewer than 5 steps per sequence; use --seq-len 5 or more")
     if args.mse_weight > 1 or not (args.mask_fraction < 1):
         raise UserError("--mse-weight must be in [0, 1] and --mask-fraction in [0, 1) (negative = preset)")
     if args.run_mean < 1:
@@ -755,6 +810,8 @@ def check_args(args: Args) -> None:
     if args.batch_size < 1 or args.epochs < 0:
         raise UserError("--batch-size must be >= 1 and --epochs >= 0")
     parse_widths(args.widths)
+    if args.seq_len:                                          # at most batch_size sequences per batch
+        check_margin_members(args.seq_len * (1 if args.negatives == "sequence" else args.batch_size), args)
 
 
 def main(args: Args) -> dict:
