@@ -37,20 +37,31 @@ Where we differ from the paper / official code:
   2. Eq. (1)-(2) write z_{k+1} in the first denominator sum; read as z_k (as the code does).
      Eq. (3) divides by NT; anchors exist only where both neighbours do, so it is a mean over
      those anchors (as the code). Positives are not in the denominator, so a loss can be < 0.
+     The sums are taken in log space with self and positives masked, not subtracted as the code
+     does: the same values, and finite in float32 down to tau = 0.01, where exp(1 / tau)
+     overflows the code's plain sums.
   3. DynaCL-M weights: the code computes w * MSE + (1 - w) * contrastive with w = mse_lambda,
      which is what the tables used (Table 4's identical ECG rows need w = 1); Eq. (6) puts lambda
-     on MP-Xent. Here --mse-weight w, presets per dataset as the authors' runs: SleepEEG w = 0.4,
-     mask 0.3; HARTH w = 1e-30, mask 1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
+     on MP-Xent. App. C gives lambda = 1 (HARTH 1e-30): under Eq. (6) that is MP-Xent alone, in
+     the code's convention MSE alone; neither matches the SleepEEG runs. Here --mse-weight w,
+     presets per dataset as the authors' runs: SleepEEG w = 0.4, mask 0.3; HARTH w = 1e-30, mask
+     1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
   4. Pseudo-labels Y (Eq. 5): on the raw inputs of consecutive instances (the paper says
      sim(z); "precomputed" and the code use inputs). Y = 0 where cos >= threshold, else 1. The
      code's two in-place assignments turn every value into 1 (Y = 1 always); --pseudo-labels code
      reproduces that. The last instance of a sequence has no successor: Y = 1 ("otherwise").
+     Both App. C values that act on inputs act on the z-scored features (deviation 8): the 0.4
+     threshold on cosines of centred vectors (which can be negative; the authors' SleepEEG code
+     had raw samples, their HARTH code HUNT4-scored ones), and masking sets a value to 0, i.e. to
+     its feature's train mean, not to raw zero.
   5. The margin term as coded (Eq. 5 does not say how M_margin enters the loss): negatives'
      exp-terms become exp(gamma * g / tau), g = -(1 - Y) * s^2 / 2 + Y * max(0, m - s)^2 / 2,
      gamma = 0.05 (undocumented), the leading minus is not in Eq. (5), each sum uses the label
      Y of the instance whose row it sums (the code's column), and the positives are subtracted untransformed. With Y = 1 and
      s <= 1 < m, every negative term shrinks as s grows: collapse is a descent direction (Table
-     4's "MP-Xent + margin" collapsed). Reproduced, not repaired.
+     4's "MP-Xent + margin" collapsed). Reproduced, not repaired. The log's argument can be
+     <= 0 (NaN, in the code too) when a negative set has too few instances for tau, gamma and m
+     (margin_min_members: 5 at the defaults, 86 at tau = 0.2); such runs are refused.
   6. MSE (Eq. 4) is a sum over F per instance; the code (and this file) takes the mean over all
      elements (F.mse_loss), 1/F of Eq. (4); the weights in deviation 3 were tuned with it. The
      projector P is a fresh nn.Linear(D, 32) every step, never trained (--projector redraw, the
@@ -60,7 +71,9 @@ Where we differ from the paper / official code:
      split carved block-wise from train, never on test. The probe uses at most --probe-rows
      (50,000) random fit rows and as many validation rows (SleepEEG has 237k fit rows; 50k fix
      33 x 5 weights as well, in minutes on a CPU). The paper's "F1" exceeds both precision and
-     recall in every row, so it is support-weighted; we report accuracy, macro P / R / F1 and
+     recall in 19 of Table 3's 24 rows (every HARTH and ECG row, 3 of the 8 SleepEEG rows); a
+     macro F1 never can (each class's F1 <= (P + R) / 2), so it is support-weighted; we
+     report accuracy, macro P / R / F1 and
      weighted F1. Clustering: final epoch, against true labels and against k-means labels
      (the code: k-means labels only, best of the epochs scored every 5). Picture: 2-D PCA, not
      t-SNE (no scikit-learn here). The code's ReduceLROnPlateau on the test-split loss is dropped.
@@ -413,7 +426,7 @@ def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positiv
         log_num, log_den = adj, no_right[:, :-1]
     else:                                                     # Eq. (2), anchors t = 1..T-2
         log_num = torch.logaddexp(adj[:, :-1], adj[:, 1:])    # log(e_t,t-1 + e_t,t+1)
-        log_den = torch.logaddexp(neg[:, 1:-1], no_right[:, :-2])   # anchor's negatives + row t-1 without {t-1, t}
+        log_den = torch.logaddexp(neg[:, 1:-1], no_right[:, :-2])   # t's negatives + row t-1 without {t-1, t}
     return (log_den - log_num).mean()                         # Eq. (3): mean of -log(num / den)
 
 
@@ -441,7 +454,8 @@ def m_margin(s: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     return -(1 - y) * 0.5 * s ** 2 + y * 0.5 * torch.clamp(margin - s, min=0) ** 2
 
 
-def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05, pseudo_labels: str = "fixed") -> int:
+def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05,
+                       pseudo_labels: str = "fixed") -> int:
     """Smallest negative set (N instances: T with negatives="sequence", else B*T) for which
     margin_mp_xent's log has a positive argument for every input. That argument,
     sum_{k != t} x_t,k + sum_{l != t-1} x_t-1,l - e_t,t-1, has 2 (N - 1) x-terms, each at least
