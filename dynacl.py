@@ -502,7 +502,8 @@ def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: f
 
     def log_x(s):                                             # log x_ab for s (G, N, N), row a
         ya = y_rows.reshape(s.shape[:2])[..., None]           # (G, N, 1): Y of the anchor-side a
-        return gamma * m_margin(s, ya, margin) / tau
+        hinge, neg = ya * (0.5 * gamma / tau), (1 - ya) * (0.5 * gamma / tau)   # per-row factors of Eq. (5)
+        return hinge * torch.clamp(margin - s, min=0) ** 2 - neg * s ** 2    # = gamma * m_margin(s, Y_a, m) / tau
 
     rows = masked_logsumexp(u, log_x, negatives, drop_positives=False)   # (B, T): log sum_{k != t} x_t,k
     adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1
