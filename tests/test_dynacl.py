@@ -476,7 +476,8 @@ def _margin_args(**kw):
 @pytest.mark.parametrize("negatives", ["batch", "code"])
 def test_margin_refused_with_one_sequence_per_batch(negatives, tmp_path):
     """Batch and code negatives with B = 1 are sequence negatives: T = 4 is refused at the door
-    (--batch-size 1), and inside pretrain when the data hold a single sequence; T = 5 runs."""
+    (--batch-size 1), and inside pretrain when the data hold a single sequence; T = 5 runs, and so
+    does T = 4 with two sequences per batch (8 instances), which sequence negatives refuse."""
     with pytest.raises(UserError, match="log of 0 or less with 4 instances"):
         m.main(_margin_args(negatives=negatives, seq_len=4, batch_size=1, out_dir=str(tmp_path)))
     x = np.random.default_rng(0).standard_normal((1, 4, 6)).astype(np.float32)   # S = 1 sequence: B = 1
@@ -485,8 +486,12 @@ def test_margin_refused_with_one_sequence_per_batch(negatives, tmp_path):
     m.check_args(_margin_args(negatives=negatives, seq_len=2 * 4, batch_size=1, epochs=1))   # 8 >= 5
     m.check_args(_margin_args(negatives=negatives, seq_len=4, batch_size=2))   # 8 instances: defined
     x5 = np.random.default_rng(0).standard_normal((1, 5, 6)).astype(np.float32)
-    _, _, hist, _ = m.pretrain(x5, _margin_args(negatives=negatives, epochs=2), torch.device("cpu"))
-    assert all(math.isfinite(h["loss"]) for h in hist)
+    x24 = np.random.default_rng(1).standard_normal((2, 4, 6)).astype(np.float32)   # B = 2, T = 4: 8 instances
+    for seqs in (x5, x24):
+        _, _, hist, _ = m.pretrain(seqs, _margin_args(negatives=negatives, epochs=2, batch_size=2), torch.device("cpu"))
+        assert all(math.isfinite(h["loss"]) for h in hist)
+    with pytest.raises(UserError, match="with 4 instances"):    # the same T = 4 per sequence is refused there
+        m.pretrain(x24, _margin_args(negatives="sequence", epochs=1, batch_size=2), torch.device("cpu"))
 
 
 def test_margin_door_follows_temperature_gamma_and_mode():
