@@ -13,6 +13,8 @@ Benchmark for dynacl.py (issue 6). Three parts, every number written after each 
                 DynaCL step against a step trained with TS2Vec's hierarchical loss (two random crops,
                 ts2vec_adaptive.hierarchical_contrastive_loss), and each loss alone (forward +
                 backward on fixed embeddings), in interleaved blocks in this one process, best of N.
+  oldnew        mp_xent of an earlier commit (--old-commit) against the current one, forward +
+                backward on the same embeddings, interleaved, best of N.
   table5        the paper's Table 5 way: each file's whole pre-training epoch with its own encoder
                 and defaults, dynacl.pretrain against ts2vec_adaptive.pretrain (--loss
                 hierarchical), on the sequences `python dynacl.py --dataset SleepEEG` pre-trains on
@@ -54,10 +56,11 @@ class Args:
     variants: str = arg("dynacl,dynacl-m", "variants for the accuracy part")
     seeds: str = arg("1,2,3", "seeds")
     data_dir: str = arg(str(ROOT.parent / "shared" / "data"), "folder with tfc/ and tstcc_format/")
-    speed_steps: int = arg(20, "steps per timed block in the speed part (the same steps in every block)")
+    speed_steps: int = arg(40, "steps per timed block in the speed part (the same steps in every block)")
     speed_repeats: int = arg(5, "interleaved repeats in the speed part (best and median reported)")
     table5_repeats: int = arg(3, "interleaved epochs per method in the table5 part (best of them)")
     table5_sequences: int = arg(0, "table5: use only this many of the 989 sequences (0 = all; a quick look)")
+    old_commit: str = arg("819ab23", "oldnew: the commit whose dynacl.mp_xent is timed against the current one")
     threads: int = arg(1, "torch threads")
     out: str = arg(str(ROOT / "benchmarks" / "results" / "dynacl"), "results prefix (.json, .md)")
     runs_dir: str = arg(str(ROOT / "runs" / "bench_dynacl"), "run directories")
@@ -237,6 +240,46 @@ def part_speed(a: Args, results: dict) -> None:
     write(a, results)
 
 
+def part_oldnew(a: Args, results: dict) -> None:
+    """The loss before and after a change, side by side: mp_xent of dynacl.py at --old-commit
+    (loaded from git into its own module) against the current file, forward + backward on the same
+    fixed (8, 300, 32) embeddings, interleaved blocks, best of N; also their values."""
+    import importlib.util
+    import torch
+    import dynacl
+    info = run_info(a)
+    code = subprocess.run(["git", "show", f"{a.old_commit}:dynacl.py"], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dynacl_old.py"
+        path.write_text(code)
+        spec = importlib.util.spec_from_file_location("dynacl_old", path)
+        old = importlib.util.module_from_spec(spec)
+        sys.modules["dynacl_old"] = old
+        spec.loader.exec_module(old)
+    torch.manual_seed(0)
+    z_fixed = torch.rand(8, 300, 32)
+    fns = {f"old_{a.old_commit}": old.mp_xent, "new": dynacl.mp_xent}
+    times = {k: {neg: [] for neg in ("batch", "sequence")} for k in fns}
+    values = {k: {neg: fn(z_fixed, 0.5, neg).item() for neg in ("batch", "sequence")} for k, fn in fns.items()}
+    for rep in range(a.speed_repeats):
+        for neg in ("batch", "sequence"):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(a.speed_steps):
+                    z = z_fixed.clone().requires_grad_(True)
+                    fn(z, 0.5, neg).backward()
+                times[name][neg].append((time.perf_counter() - t0) / a.speed_steps)
+    best = {k: {neg: min(v) for neg, v in d.items()} for k, d in times.items()}
+    results["loss_old_vs_new"] = {
+        **info, "uptime_after": run_info(a)["uptime"], "old_commit": a.old_commit, "s_per_call_blocks": times,
+        "best_s_per_call": best, "values_tau_0.5": values,
+        "ratio_new_over_old_best": {neg: best["new"][neg] / best[f"old_{a.old_commit}"][neg] for neg in ("batch", "sequence")},
+        "settings": {"calls_per_block": a.speed_steps, "blocks": a.speed_repeats, "z": "torch.rand(8, 300, 32), seed 0",
+                     "torch_threads": torch.get_num_threads()}}
+    write(a, results)
+
+
 def part_table5(a: Args, results: dict) -> None:
     """Table 5 the paper's way, per epoch: each file's own pre-training loop, encoder and defaults
     on the same (989, 300, 178) sequences, interleaved epochs (order reversed every repeat)."""
@@ -407,6 +450,16 @@ def write(a: Args, results: dict) -> None:
                   f"median ratios {sp['ratio_median']['dynacl_over_ts2vec_step']:.2f} (step) / "
                   f"{sp['ratio_median']['dynacl_over_ts2vec_loss']:.2f} (loss). Load before: `{sp['uptime']}`; after: "
                   f"`{sp['uptime_after']}`. Commit {sp['commit']}; command `{sp['command']}`.", ""]
+    on = results.get("loss_old_vs_new")
+    if on:
+        r = on["ratio_new_over_old_best"]
+        bo, bn = on["best_s_per_call"][f"old_{on['old_commit']}"], on["best_s_per_call"]["new"]
+        lines += [f"## mp_xent before ({on['old_commit']}) and now, forward + backward on one (8, 300, 32) batch", "",
+                  f"Batch negatives: {1000 * bo['batch']:.1f} ms -> {1000 * bn['batch']:.1f} ms (new / old = **{r['batch']:.2f}**); "
+                  f"sequence negatives: {1000 * bo['sequence']:.1f} -> {1000 * bn['sequence']:.1f} ms ({r['sequence']:.2f}). "
+                  f"Values at tau 0.5: {json.dumps(on['values_tau_0.5'])}. Best of {on['settings']['blocks']} interleaved "
+                  f"blocks of {on['settings']['calls_per_block']} calls. Load before: `{on['uptime']}`. Commit {on['commit']}; "
+                  f"command `{on['command']}`.", ""]
     old = results.get("speed_before_log_space_loss")
     if old:
         lines += [f"Before the log-space loss ({old['note']}): DynaCL / TS2Vec step = {old['ratio_dynacl_over_ts2vec']:.2f} "
@@ -438,5 +491,6 @@ if __name__ == "__main__":
                            "CPU under other load", argv=" ".join(sys.argv[1:]))
     t0 = time.perf_counter()
     for part in a.parts.split(","):
-        {"accuracy": part_accuracy, "speed": part_speed, "table5": part_table5, "sleep": part_sleep}[part](a, results)
+        {"accuracy": part_accuracy, "speed": part_speed, "table5": part_table5, "oldnew": part_oldnew,
+         "sleep": part_sleep}[part](a, results)
         print(f"{part} done at {time.perf_counter() - t0:.0f} s", flush=True)

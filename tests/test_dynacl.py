@@ -384,9 +384,10 @@ def naive_log_negative_sums(u, tau, negatives, drop_positives=True):
 @pytest.mark.parametrize("negatives", ["batch", "sequence"])
 def test_log_negative_sums_equal_the_masked_logsumexp(negatives):
     """The faster equivalent (hand-written backward) against the plain masked logsumexp (autograd)
-    and a naive loop: values, gradients, gradcheck; T = 3 with sequence negatives leaves the middle
-    row without any negative (-inf, zero gradient, not NaN)."""
-    for B, T, tau in ((3, 7, 0.3), (2, 3, 0.5)):
+    and a naive loop: values, gradients, gradcheck, both regimes (tau >= 1/40: no max, symmetric
+    backward; below: row max); T = 3 with sequence negatives leaves the middle row without any
+    negative (-inf, zero gradient, not NaN)."""
+    for B, T, tau in ((3, 7, 0.3), (3, 7, 0.02), (2, 3, 0.02), (2, 3, 0.5)):
         u = F.normalize(rand_z(B, T, seed=12 + T), dim=-1).requires_grad_(True)
         w = torch.randn(B, T, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         fast = m.log_negative_sums(u, tau, negatives)
