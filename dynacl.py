@@ -331,10 +331,11 @@ class Projector(nn.Linear):
 # Notation: u = z / |z|, s_ab = u_a . u_b (cosine), e_ab = exp(s_ab / tau). An anchor t has its
 # positives t - 1 and t + 1 in its own sequence. All other instances of the negative set are
 # negatives: the batch (default), its sequence (Eq. 2 literally), or the flattened batch (code).
-# Every sum of exp-terms is taken in log space, log sum_k exp(a_k) = max_k a_k + log sum_k exp(a_k - max),
-# with the terms a sum leaves out (self, positives) masked before summing, never subtracted after:
-# in float32 "full row minus self" cancels once exp(1 / tau) dwarfs the rest of the row (NaN at
-# tau = 0.05 on small batches; tests/test_dynacl.py::test_mp_xent_float32_is_finite_at_small_tau).
+# Every sum of exp-terms is taken in log space (log sum_k exp(a_k) = m + log sum_k exp(a_k - m),
+# with m the row max wherever the terms could leave float32's range), and the terms a sum leaves
+# out (self, positives) are masked before summing, never subtracted after: in float32 "full row
+# minus self" cancels once exp(1 / tau) dwarfs the rest of the row (NaN at tau = 0.05 on small
+# batches; tests/test_dynacl.py::test_mp_xent_float32_is_finite_at_small_tau).
 
 def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
     if negatives not in ("batch", "sequence", "code"):
@@ -457,10 +458,12 @@ def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") 
     return torch.cat([y, torch.ones_like(y[:, :1])], dim=1)   # (B, T)
 
 
-def m_margin(s: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
-    """M_margin of Eq. (5) as coded: g = -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2 (the leading minus
-    is the code's, deviation 5). s similarities, Y pseudo-labels (broadcast), m the margin."""
-    return -(1 - y) * 0.5 * s ** 2 + y * 0.5 * torch.clamp(margin - s, min=0) ** 2
+def m_margin(s: torch.Tensor, y: torch.Tensor, margin: float, scale: float = 1.0) -> torch.Tensor:
+    """M_margin of Eq. (5) as coded, times scale: scale * g, g = -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2
+    (the leading minus is the code's, deviation 5). s similarities, Y pseudo-labels broadcast
+    against s (per row: (G, N, 1)), m the margin. scale goes into the per-row factors Y / 2 and
+    (1 - Y) / 2, so a large s is passed over fewer times."""
+    return (y * (0.5 * scale)) * torch.clamp(margin - s, min=0) ** 2 - ((1 - y) * (0.5 * scale)) * s ** 2
 
 
 def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05,
@@ -474,7 +477,7 @@ def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05,
     the log of a negative number. The defaults need N >= 5."""
     s = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
     labels = (0.0, 1.0) if pseudo_labels == "fixed" else (1.0,)
-    log_x_min = min((gamma * m_margin(s, torch.tensor(y, dtype=torch.float64), margin) / tau).min().item()
+    log_x_min = min(m_margin(s, torch.tensor(y, dtype=torch.float64), margin, gamma / tau).min().item()
                     for y in labels)
     gap = min(1 / tau - log_x_min, 700.0)                     # log(e_max / x_min), capped: no overflow
     return math.floor(1 + math.exp(gap) / 2) + 1              # least N with 2 (N - 1) x_min > e^(1/tau)
@@ -509,10 +512,9 @@ def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: f
     u = F.normalize(z, dim=-1)                                # (B, T, F)
     y_rows = y.reshape(-1).to(u.dtype)                        # Y of every instance, in z's row order
 
-    def log_x(s):                                             # log x_ab for s (G, N, N), row a
+    def log_x(s):                                             # log x_ab = gamma g_ab / tau for s (G, N, N), row a
         ya = y_rows.reshape(s.shape[:2])[..., None]           # (G, N, 1): Y of the anchor-side a
-        hinge, neg = ya * (0.5 * gamma / tau), (1 - ya) * (0.5 * gamma / tau)   # per-row factors of Eq. (5)
-        return hinge * torch.clamp(margin - s, min=0) ** 2 - neg * s ** 2    # = gamma * m_margin(s, Y_a, m) / tau
+        return m_margin(s, ya, margin, gamma / tau)
 
     rows = masked_logsumexp(u, log_x, negatives, drop_positives=False)   # (B, T): log sum_{k != t} x_t,k
     adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1

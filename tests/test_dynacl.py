@@ -431,6 +431,27 @@ def test_mp_xent_float32_is_finite_at_small_tau(tau):
         assert math.isfinite(official_style_mp_xent(rand_z(2, 5, Fd=32, seed=0).float().reshape(10, 32), tau).item())
 
 
+def test_mp_xent_float32_rows_far_below_the_largest_term():
+    """tau = 0.01 with near-duplicate negatives (cosines ~ 1: terms near e^100, beyond float32
+    without a max) and rows whose terms all sit far below the matrix's largest: only a max taken
+    per row keeps both finite and exact (a max over the whole matrix, or none, does not)."""
+    ang = 0.002 * torch.arange(18, dtype=torch.float64)
+    z = torch.stack([torch.cos(ang), torch.sin(ang)], -1).reshape(2, 9, 2)   # all within 2 degrees
+    z[0, 4] = -z[0, 4]                                        # opposite to every other instance
+    # anchor 4 of sequence 0 between d1 and d2 (cos(d1, d2) = -0.2), every other instance opposite to
+    # it and near-duplicates of each other: both sums of anchor 4's denominator sit near e^-20 while
+    # the matrix's largest term is near e^100
+    d1, d2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([-0.2, 0.96 ** 0.5, 0.0])
+    mid = F.normalize(d1 + d2, dim=0)
+    far = torch.stack([-mid + 0.002 * k * torch.tensor([0.0, 0.0, 1.0]) for k in range(18)]).reshape(2, 9, 3)
+    far[0, 3], far[0, 4], far[0, 5] = d1, mid, d2
+    for zz in (z, far.double()):
+        for negatives in ("batch", "sequence", "code"):
+            got = m.mp_xent(zz.float(), 0.01, negatives).item()
+            want = naive_mp_xent(zz, 0.01, negatives)
+            assert math.isfinite(got) and abs(got - want) < 1e-4 * max(1.0, abs(want)), (negatives, got, want)
+
+
 def test_mp_xent_float32_matches_float64_on_a_sleepeeg_sized_batch():
     """8 sequences of 300 near-duplicate neighbours (a trained-like embedding): float32 equals
     float64 at the paper's tau and at tau = 0.05, in all three negative modes."""
@@ -468,6 +489,12 @@ def test_margin_min_members_is_the_exact_bound():
             elif not (mode == "fixed" and gamma < 0):
                 assert torch.isnan(loss), (tau, margin, gamma, mode, T)
     assert m.margin_min_members(0.01) > 10 ** 40              # tiny tau: effectively never defined
+    # by hand, 2 (N - 1) x_min > e^(1/tau): Y = 1 only, defaults m 5, gamma 0.05, tau 0.2: x_min = e^(0.05 * 8 / 0.2) = e^2,
+    # N - 1 > e^3 / 2 = 10.04 -> 12; m 0.7: g >= 0, x_min = 1, N - 1 > e^2 / 2 = 3.69 -> 5 (tau 0.5);
+    # gamma -0.02 (fixed): the smallest term has Y = 1, s = -1, g = 18: N - 1 > e^(2 + 0.72) / 2 = 7.59 -> 9
+    assert m.margin_min_members(0.2, pseudo_labels="code") == 12
+    assert m.margin_min_members(0.5, 0.7, 0.05, "code") == 5
+    assert m.margin_min_members(0.5, 5.0, -0.02, "fixed") == 9
 
 
 def _margin_args(**kw):
@@ -508,6 +535,7 @@ def test_margin_door_follows_temperature_gamma_and_mode():
     with pytest.raises(UserError, match="--temperature 0.5 --margin 5 --margin-gamma 0.01"):
         m.check_args(_margin_args(margin_gamma=0.01, negatives="sequence", seq_len=4))
     assert m.margin_min_members(0.5, 5.0, 0.05, "code") == 3   # Y = 1 always: x >= e^0.8, 2 (N-1) e^0.8 > e^2
+    m.check_args(_margin_args(pseudo_labels="code", negatives="sequence", seq_len=4))   # 4 >= 3 with Y = 1
 
 
 def test_margin_float32_matches_float64_where_defined():
