@@ -464,6 +464,17 @@ def test_mp_xent_float32_matches_float64_on_a_sleepeeg_sized_batch():
             assert abs(a - b) < 2e-5 * max(1.0, abs(b)), (tau, negatives, a, b)
 
 
+def test_m_margin_is_eq5_as_coded():
+    """M_margin by hand, -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2, scale 1 by default; the scale
+    multiplies it; Y broadcast per row."""
+    s = torch.tensor([[-1.0, -0.3, 0.2], [0.9, 1.0, 0.5]], dtype=torch.float64)
+    y = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    want = torch.tensor([[-0.5 * v * v for v in row] if yy == 0 else [0.5 * max(0.0, 0.7 - v) ** 2 for v in row]
+                         for row, yy in zip(s.tolist(), (0, 1))], dtype=torch.float64)
+    assert torch.allclose(m.m_margin(s, y, 0.7), want, atol=1e-15)
+    assert torch.allclose(m.m_margin(s, y, 0.7, 3.0), 3 * want, atol=1e-15)
+
+
 def test_margin_min_members_is_the_exact_bound():
     """A collapsed embedding (every s = 1) with Y = 0 (fixed) or Y = 1 (code) reaches the bound:
     one instance fewer than margin_min_members gives a NaN loss, the bound itself a finite one equal
