@@ -45,23 +45,31 @@ Where we differ from the paper / official code:
   2. Eq. (1)-(2) write z_{k+1} in the first denominator sum; read as z_k (as the code does).
      Eq. (3) divides by NT; anchors exist only where both neighbours do, so it is a mean over
      those anchors (as the code). Positives are not in the denominator, so a loss can be < 0.
+     The sums are taken in log space with self and positives masked, not subtracted as the code
+     does: the same values, and finite in float32 down to tau = 0.01, where exp(1 / tau)
+     overflows the code's plain sums.
   3. DynaCL-M weights: the code computes w * MSE + (1 - w) * contrastive with w = mse_lambda,
      which is what the tables used (Table 4's identical ECG rows need w = 1); Eq. (6) puts lambda
-     on MP-Xent. Here --mse-weight w, presets per dataset as the authors' runs: SleepEEG w = 0.4,
-     mask 0.3; HARTH w = 1e-30, mask 1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
-     App. C states lambda = 1 (HARTH 1e-30) and mask 0.3: lambda is the code's w (lambda = 1 on
-     MP-Xent would make HARTH's 1e-30 switch the contrastive term off), and w = 1 leaves the
-     contrastive term weight 0, which the authors' SleepEEG runs (w = 0.4) did not use.
+     on MP-Xent. App. C gives lambda = 1 (HARTH 1e-30): under Eq. (6) that is MP-Xent alone, in
+     the code's convention MSE alone; neither matches the SleepEEG runs (w = 0.4). Here
+     --mse-weight w, presets per dataset as the authors' runs: SleepEEG w = 0.4, mask 0.3; HARTH
+     w = 1e-30, mask 1e-5; ECG w = 1, mask 0.3; other sets use SleepEEG's values.
   4. Pseudo-labels Y (Eq. 5): on the raw inputs of consecutive instances (the paper says
      sim(z); "precomputed" and the code use inputs). Y = 0 where cos >= threshold, else 1. The
      code's two in-place assignments turn every value into 1 (Y = 1 always); --pseudo-labels code
      reproduces that. The last instance of a sequence has no successor: Y = 1 ("otherwise").
+     Both App. C values that act on inputs act on the z-scored features (deviation 8): the 0.4
+     threshold on cosines of centred vectors (which can be negative; the authors' SleepEEG code
+     had raw samples, their HARTH code HUNT4-scored ones), and masking sets a value to 0, i.e. to
+     its feature's train mean, not to raw zero.
   5. The margin term as coded (Eq. 5 does not say how M_margin enters the loss): negatives'
      exp-terms become exp(gamma * g / tau), g = -(1 - Y) * s^2 / 2 + Y * max(0, m - s)^2 / 2,
      gamma = 0.05 (undocumented), the leading minus is not in Eq. (5), each sum uses the label
      Y of the instance whose row it sums (the code's column), and the positives are subtracted untransformed. With Y = 1 and
      s <= 1 < m, every negative term shrinks as s grows: collapse is a descent direction (Table
-     4's "MP-Xent + margin" collapsed). Reproduced, not repaired.
+     4's "MP-Xent + margin" collapsed). Reproduced, not repaired. The log's argument can be
+     <= 0 (NaN, in the code too) when a negative set has too few instances for tau, gamma and m
+     (margin_min_members: 5 at the defaults, 86 at tau = 0.2); such runs are refused.
   6. MSE (Eq. 4) is a sum over F per instance; the code (and this file) takes the mean over all
      elements (F.mse_loss), 1/F of Eq. (4); the weights in deviation 3 were tuned with it. The
      projector P is a fresh nn.Linear(D, 32) every step, never trained (--projector redraw, the
@@ -72,11 +80,11 @@ Where we differ from the paper / official code:
      recordings: whole subjects; class runs: data.py's stratified split of the windows). The probe uses at most --probe-rows
      (50,000) random fit rows and as many validation rows (SleepEEG has 237k fit rows; 50k fix
      33 x 5 weights as well, in minutes on a CPU). The paper's "F1" exceeds both precision and
-     recall in every HARTH and ECG row of Table 3 (and 3 of the 8 SleepEEG rows); a macro F1
-     cannot (F1_c <= (P_c + R_c) / 2), so it is support-weighted; we report accuracy, macro
-     P / R / F1 and weighted F1. Clustering: final epoch, against true labels and against k-means labels
-     (the code: k-means labels only, best of the epochs scored every 5; 10 k-means restarts as its
-     KMeans(n_init=10)). Picture: 2-D PCA, not
+     recall in 19 of Table 3's 24 rows (every HARTH and ECG row, 3 of the 8 SleepEEG rows); a
+     macro F1 never can (each class's F1 <= (P + R) / 2), so it is support-weighted; we report
+     accuracy, macro P / R / F1 and weighted F1. Clustering: final epoch, against true labels and
+     against k-means labels (the code: k-means labels only, best of the epochs scored every 5; 10
+     k-means restarts as its KMeans(n_init=10)). Picture: 2-D PCA, not
      t-SNE (no scikit-learn here). The code's ReduceLROnPlateau on the test-split loss is dropped.
   8. Train-only z-score per feature (the SleepEEG code has none; HARTH used HUNT4 statistics);
      for recordings, the statistics of every frame of the fit subjects, labelled or not. So
@@ -502,49 +510,11 @@ class Projector(nn.Linear):
 # Notation: u = z / |z|, s_ab = u_a . u_b (cosine), e_ab = exp(s_ab / tau). An anchor t has its
 # positives t - 1 and t + 1 in its own sequence. All other instances of the negative set are
 # negatives: the batch (default), its sequence (Eq. 2 literally), or the flattened batch (code).
-
-def _row_sums(u: torch.Tensor, fn, negatives: str, scale: float = 1.0) -> torch.Tensor:
-    """sum_{k != t} fn(scale * s_tk) over the negative set of each instance t: the batch, or its
-    own sequence. u (B, T, F) unit vectors; fn maps scaled similarities (B, T, any) to terms
-    (scale = 1 / tau is folded into the matrix product: one pass less over the matrix). The full sum minus the self term t = k (s_tt = u_t . u_t, which is
-    1, or 0 for a zero vector) equals the sum with the diagonal masked out, and is 1.5x faster
-    (tests/test_dynacl.py compares with a naive loop). Returns (B, T)."""
-    B, T, Fd = u.shape
-    v = u * scale
-    self_s = (v * u).sum(-1)                                  # (B, T): scale * s_tt
-    if negatives == "sequence":
-        s = v @ u.transpose(1, 2)                             # (B, T, T)
-    else:
-        s = (v.reshape(B * T, Fd) @ u.reshape(B * T, Fd).T).reshape(B, T, B * T)   # (B, T, BT)
-    return fn(s).sum(-1) - fn(self_s[..., None])[..., 0]      # 1[k != t]: self excluded
-
-
-class _ExpRowSums(torch.autograd.Function):
-    """FASTER EQUIVALENT of torch.exp(v @ u.T).sum(-1) for v = u / tau, u (G, N, F) -> (G, N):
-    the same values and gradients (tests/test_dynacl.py::test_exp_row_sums_equal_autograd), with
-    the backward written out, dR_t/dv_t = sum_k E_tk u_k and dR_t/du_k = E_tk v_t, so only E is
-    kept and the backward is two matrix products. 2-3x faster than autograd on the 2400 x 2400
-    matrix of a SleepEEG batch, which is most of a DynaCL step."""
-
-    @staticmethod
-    def forward(ctx, v, u):
-        E = torch.exp(v @ u.transpose(1, 2))                  # (G, N, N): E_tk = exp(s_tk / tau)
-        ctx.save_for_backward(E, u, v)
-        return E.sum(-1)
-
-    @staticmethod
-    def backward(ctx, g):                                     # g (G, N) = dL/dR
-        E, u, v = ctx.saved_tensors
-        return g[..., None] * (E @ u), E.transpose(1, 2) @ (g[..., None] * v)
-
-
-def exp_row_sums(u: torch.Tensor, tau: float, negatives: str) -> torch.Tensor:
-    """_row_sums(u, torch.exp, negatives, 1 / tau) through _ExpRowSums: sum_{k != t} e_t,k (B, T)."""
-    B, T, Fd = u.shape
-    g = u if negatives == "sequence" else u.reshape(1, B * T, Fd)   # groups: sequences, or one batch
-    full = _ExpRowSums.apply(g / tau, g).reshape(B, T)
-    return full - torch.exp((u * u).sum(-1) / tau)            # 1[k != t]: self excluded
-
+# Every sum of exp-terms is taken in log space (log sum_k exp(a_k) = m + log sum_k exp(a_k - m),
+# with m the row max wherever the terms could leave float32's range), and the terms a sum leaves
+# out (self, positives) are masked before summing, never subtracted after: in float32 "full row
+# minus self" cancels once exp(1 / tau) dwarfs the rest of the row (NaN at tau = 0.05 on small
+# batches; tests/test_dynacl.py::test_mp_xent_float32_is_finite_at_small_tau).
 
 def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
     if negatives not in ("batch", "sequence", "code"):
@@ -556,6 +526,77 @@ def _check(z: torch.Tensor, negatives: str, need: int) -> torch.Tensor:
     return z
 
 
+def _members(u: torch.Tensor, negatives: str):
+    """The negative sets as groups: u (B, T, F) -> g (G, N, F), and r, the rows a of g whose next
+    row a + 1 is the next step of the same sequence (the pairs t, t + 1). sequence: G = B groups
+    of N = T; batch (and code, already one sequence of B*T): one group of N = B*T."""
+    B, T, Fd = u.shape
+    if negatives == "sequence":
+        return u, torch.arange(T - 1, device=u.device)
+    r = torch.arange(B * T - 1, device=u.device)
+    return u.reshape(1, B * T, Fd), r[r % T != T - 1]         # no pair across a sequence boundary
+
+
+def masked_logsumexp(u: torch.Tensor, log_term, negatives: str, drop_positives: bool) -> torch.Tensor:
+    """log sum_k exp(log_term(s_tk)) over the negative set of each instance t, k != t, and also
+    k not in {t - 1, t + 1} (t's positives) when drop_positives. u (B, T, F) unit vectors;
+    log_term maps the similarity matrix (G, N, N) element by element, row = t. Excluded terms are
+    -inf; torch.logsumexp subtracts each row's max and adds it back. A row with no term gives -inf.
+    Returns (B, T)."""
+    B, T, _ = u.shape
+    g, r = _members(u, negatives)
+    a = log_term(g @ g.transpose(1, 2))                       # (G, N, N): log of each term
+    out = torch.eye(g.size(1), dtype=torch.bool, device=u.device)   # 1[k != t]: self excluded
+    if drop_positives:
+        out[r, r + 1] = True                                  # 1[k != t + 1]
+        out[r + 1, r] = True                                  # 1[k != t - 1]
+    return torch.logsumexp(a.masked_fill(out, -math.inf), dim=-1).reshape(B, T)
+
+
+class _NegativeLogSumExp(torch.autograd.Function):
+    """FASTER EQUIVALENT of masked_logsumexp(u, lambda s: s / tau, negatives, True), MP-Xent's
+    negatives, for unit vectors g = u in group layout (G, N, F) -> (G, N). The same values and
+    gradients (tests/test_dynacl.py::test_log_negative_sums_equal_the_masked_logsumexp), computed
+    in place on one (N, N) matrix, with the backward written out: with p_tk = exp(s_tk / tau - m_t)
+    (0 where masked), P_t = sum_k p_tk and w_t = dL/dlse_t / P_t, dL/dg_j = (w_j sum_k p_jk g_k +
+    sum_t p_tj w_t g_t) / tau, so only p is kept. For tau >= 1/40 every term lies in [e^-40, e^40]
+    (|s| <= 1), safely inside float32, so no max is needed (m = 0): p is then symmetric and the
+    backward is ONE product p @ [g, w g]; below 1/40 each row's max m_t is subtracted and the
+    backward takes two. A SleepEEG batch makes N = 2400: this matrix is most of a DynaCL step."""
+
+    @staticmethod
+    def forward(ctx, g, tau, r):
+        a = (g / tau) @ g.transpose(1, 2)                     # (G, N, N): s_tk / tau
+        a.diagonal(dim1=1, dim2=2).fill_(-math.inf)           # k != t
+        a[:, r, r + 1] = -math.inf                            # k != t + 1
+        a[:, r + 1, r] = -math.inf                            # k != t - 1
+        ctx.symmetric = tau >= 1 / 40
+        m = None if ctx.symmetric else a.amax(-1, keepdim=True).nan_to_num(neginf=0.0)   # (G, N, 1) row max
+        p = a.exp_() if ctx.symmetric else a.sub_(m).exp_()   # p_tk = exp(s_tk / tau - m_t), in place
+        total = p.sum(-1)                                     # (G, N): P_t; 0 for a row with no term
+        ctx.tau = tau
+        ctx.save_for_backward(p, total, g)
+        lse = torch.log(total)
+        return lse if ctx.symmetric else lse + m[..., 0]      # the max added back
+
+    @staticmethod
+    def backward(ctx, grad):                                  # grad (G, N) = dL / dlse
+        p, total, g = ctx.saved_tensors
+        w = torch.where(total > 0, grad / total, torch.zeros_like(total))[..., None]   # (G, N, 1)
+        if ctx.symmetric:                                     # p^T = p: one pass over p
+            pg, pwg = (p @ torch.cat([g, w * g], dim=-1)).split(g.size(-1), dim=-1)
+        else:
+            pg, pwg = p @ g, p.transpose(1, 2) @ (w * g)
+        return (w * pg + pwg) / ctx.tau, None, None
+
+
+def log_negative_sums(u: torch.Tensor, tau: float, negatives: str) -> torch.Tensor:
+    """log sum_{k not in {t-1, t, t+1}} e_t,k, the negatives of each instance t (B, T)."""
+    B, T, _ = u.shape
+    g, r = _members(u, negatives)
+    return _NegativeLogSumExp.apply(g, tau, r).reshape(B, T)
+
+
 def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positives: int = 2) -> torch.Tensor:
     """MP-Xent, Eq. (2)-(3) (positives=2), or the single-positive NT-Xent of Eq. (1) (positives=1).
 
@@ -563,19 +604,19 @@ def mp_xent(z: torch.Tensor, tau: float = 0.5, negatives: str = "batch", positiv
       l_t = -log (e_t,t-1 + e_t,t+1) / (sum_{k not in {t-1, t, t+1}} e_t,k + sum_{l not in {t-1, t}} e_t-1,l)
     the second sum is the LEFT NEIGHBOUR's row, as written (and coded). Eq. (1), anchor t <= T-2:
       l_t = -log e_t,t+1 / sum_{k not in {t, t+1}} e_t,k.
-    Returns the mean over anchors (Eq. 3, deviation 2)."""
+    Returns the mean over anchors (Eq. 3, deviation 2). All in log space (see the section note)."""
     z = _check(z, negatives, need=positives + 1)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
-    row = exp_row_sums(u, tau, negatives)                    # (B, T): sum_{k != t} e_t,k
-    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1 within a sequence
-    if positives == 1:
-        pos = adj                                             # anchors t = 0..T-2
-        den = row[:, :-1] - adj                               # Eq. (1): k not in {t, t+1}
-    else:
-        left, right = adj[:, :-1], adj[:, 1:]                 # (B, T-2): e_t,t-1, e_t,t+1 for t = 1..T-2
-        pos = left + right                                    # Eq. (2) numerator
-        den = (row[:, 1:-1] - left - right) + (row[:, :-2] - left)   # anchor row + left neighbour's row
-    return (torch.log(den) - torch.log(pos)).mean()           # Eq. (3): mean of -log(pos / den)
+    neg = log_negative_sums(u, tau, negatives)                # (B, T): log sum_{k not in {t-1, t, t+1}} e_t,k
+    adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1 within a sequence
+    # log sum_{k not in {t, t+1}} e_t,k: the negatives plus the left positive e_t,t-1 (for t >= 1)
+    no_right = torch.cat([neg[:, :1], torch.logaddexp(neg[:, 1:], adj)], dim=1)   # (B, T)
+    if positives == 1:                                        # Eq. (1), anchors t = 0..T-2
+        log_num, log_den = adj, no_right[:, :-1]
+    else:                                                     # Eq. (2), anchors t = 1..T-2
+        log_num = torch.logaddexp(adj[:, :-1], adj[:, 1:])    # log(e_t,t-1 + e_t,t+1)
+        log_den = torch.logaddexp(neg[:, 1:-1], no_right[:, :-2])   # t's negatives + row t-1 without {t-1, t}
+    return (log_den - log_num).mean()                         # Eq. (3): mean of -log(num / den)
 
 
 def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") -> torch.Tensor:
@@ -596,33 +637,71 @@ def pseudo_labels(x: torch.Tensor, threshold: float = 0.4, mode: str = "fixed") 
     return torch.cat([y, torch.ones_like(y[:, :1])], dim=1)   # (B, T)
 
 
+def m_margin(s: torch.Tensor, y: torch.Tensor, margin: float, scale: float = 1.0) -> torch.Tensor:
+    """M_margin of Eq. (5) as coded, times scale: scale * g, g = -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2
+    (the leading minus is the code's, deviation 5). s similarities, Y pseudo-labels broadcast
+    against s (per row: (G, N, 1)), m the margin. scale goes into the per-row factors Y / 2 and
+    (1 - Y) / 2, so a large s is passed over fewer times."""
+    return (y * (0.5 * scale)) * torch.clamp(margin - s, min=0) ** 2 - ((1 - y) * (0.5 * scale)) * s ** 2
+
+
+def margin_min_members(tau: float, margin: float = 5.0, gamma: float = 0.05,
+                       pseudo_labels: str = "fixed") -> int:
+    """Smallest negative set (N instances: T with negatives="sequence", else B*T) for which
+    margin_mp_xent's log has a positive argument for every input. That argument,
+    sum_{k != t} x_t,k + sum_{l != t-1} x_t-1,l - e_t,t-1, has 2 (N - 1) x-terms, each at least
+    x_min = exp(gamma * min g / tau) (g at s in {-1, 0, 1}, where its extremes lie; Y = 0 only in
+    "fixed" mode), and e_t,t-1 <= exp(1 / tau). A collapsed embedding (every s = 1, Y = 0) reaches
+    the bound, and this loss drives towards collapse (deviation 5), so below it training can hit
+    the log of a negative number. The defaults need N >= 5."""
+    s = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    labels = (0.0, 1.0) if pseudo_labels == "fixed" else (1.0,)
+    log_x_min = min(m_margin(s, torch.tensor(y, dtype=torch.float64), margin, gamma / tau).min().item()
+                    for y in labels)
+    gap = min(1 / tau - log_x_min, 700.0)                     # log(e_max / x_min), capped: no overflow
+    return math.floor(1 + math.exp(gap) / 2) + 1              # least N with 2 (N - 1) x_min > e^(1/tau)
+
+
+def check_margin_members(n: int, args) -> None:
+    """UserError when a DynaCL-M run with the margin term has negative sets of n instances, fewer
+    than margin_min_members: its loss could reach the log of a number <= 0 (NaN)."""
+    if args.variant != "dynacl-m" or not args.margin_term:
+        return
+    need = margin_min_members(args.temperature, args.margin, args.margin_gamma, args.pseudo_labels)
+    if n < need:
+        raise UserError(f"the margin term (Eq. 5 as coded, deviation 5) can take the log of 0 or less with {n} "
+                        f"instances per negative set at --temperature {args.temperature:g} --margin {args.margin:g} "
+                        f"--margin-gamma {args.margin_gamma:g}; it needs at least {need:,}: use a longer --seq-len, "
+                        f"a larger --batch-size with --negatives batch, a higher --temperature, or --no-margin-term")
+
+
 def margin_mp_xent(z: torch.Tensor, y: torch.Tensor, tau: float = 0.5, margin: float = 5.0,
                    gamma: float = 0.05, negatives: str = "batch") -> torch.Tensor:
     """MP-Xent with the margin of Eq. (5), as the official LS_MARGIN_LOSS computes it (deviation 5).
 
-    g_ab = -(1 - Y_a) s_ab^2 / 2 + Y_a max(0, m - s_ab)^2 / 2   (Eq. 5, with the code's minus),
-    x_ab = exp(gamma g_ab / tau). Y_a is the label of the ANCHOR-side instance a: the code sums
-    the columns l of its matrix and broadcasts Y along them, so every term of column l has Y_l.
-    Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
+    g_ab = m_margin(s_ab, Y_a), x_ab = exp(gamma g_ab / tau). Y_a is the label of the
+    ANCHOR-side instance a: the code sums the columns l of its matrix and broadcasts Y along them,
+    so every term of column l has Y_l. Anchor t: num = e_t,t-1 + e_t,t+1 (plain), and
       l_t = -log num / (sum_{k != t} x_tk + sum_{l != t-1} x_t-1,l - e_t,t-1)
-    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms.
-    Like the official formula, the log's argument can reach 0 (NaN loss) when a row has only a few
-    terms and Y = 0 with near-identical neighbours: T < 5 with negatives="sequence". main refuses
-    that combination; the defaults (T = 300, B = 8) are far from it."""
+    i.e. the code's den + num, with den subtracting the positives' untransformed e-terms. That
+    argument can be <= 0, and the loss NaN, as in the official code: with fewer than
+    margin_min_members(...) instances per negative set (5 at the defaults), which main refuses.
+    In log space: log(X - e) = log X + log(1 - e / X), with 1 - e / X = -expm1(log e - log X)."""
     z = _check(z, negatives, need=3)
     u = F.normalize(z, dim=-1)                                # (B, T, F)
-    ya = y.reshape(u.shape[:2])[..., None].to(u.dtype)       # (B, T, 1): Y of the anchor-side a
+    y_rows = y.reshape(-1).to(u.dtype)                        # Y of every instance, in z's row order
 
-    def x_term(s):                                            # x_ab for s (B, T, any)
-        g = -(1 - ya) * 0.5 * s ** 2 + ya * 0.5 * torch.clamp(margin - s, min=0) ** 2   # Eq. (5), code's sign
-        return torch.exp(gamma * g / tau)
+    def log_x(s):                                             # log x_ab = gamma g_ab / tau for s (G, N, N), row a
+        ya = y_rows.reshape(s.shape[:2])[..., None]           # (G, N, 1): Y of the anchor-side a
+        return m_margin(s, ya, margin, gamma / tau)
 
-    row = _row_sums(u, x_term, negatives)                     # (B, T): sum_{k != t} x_t,k
-    adj = torch.exp((u[:, 1:] * u[:, :-1]).sum(-1) / tau)     # (B, T-1): e_t,t+1
-    left, right = adj[:, :-1], adj[:, 1:]
-    num = left + right
-    total = row[:, 1:-1] + row[:, :-2] - left                 # code: den + num
-    return (torch.log(total) - torch.log(num)).mean()
+    rows = masked_logsumexp(u, log_x, negatives, drop_positives=False)   # (B, T): log sum_{k != t} x_t,k
+    adj = (u[:, 1:] * u[:, :-1]).sum(-1) / tau                # (B, T-1): log e_t,t+1
+    left, right = adj[:, :-1], adj[:, 1:]                     # anchors t = 1..T-2
+    log_num = torch.logaddexp(left, right)                    # log(e_t,t-1 + e_t,t+1)
+    log_x_sum = torch.logaddexp(rows[:, 1:-1], rows[:, :-2])  # log X: the anchor's row + row t-1
+    log_total = log_x_sum + torch.log(-torch.expm1(left - log_x_sum))   # log(X - e_t,t-1): code's den + num
+    return (log_total - log_num).mean()
 
 
 def mse_loss(z: torch.Tensor, z_bar: torch.Tensor) -> torch.Tensor:
@@ -690,6 +769,7 @@ def pretrain(seqs: np.ndarray, args: Args, device, name: str = "", log=print, ca
     rng = np.random.default_rng(args.seed)                    # batch order
     S, T = seqs.shape[:2]
     bs = min(args.batch_size, S)
+    check_margin_members(T if args.negatives == "sequence" else bs * T, args)   # Eq. (5)'s log defined
     per_epoch = S // bs                                       # drop_last, as the code
     epochs = args.epochs or default_epochs(name, per_epoch)
     xt = torch.from_numpy(seqs).to(device)                    # (S, T, D)
@@ -928,10 +1008,6 @@ def check_args(args: Args) -> None:
         raise UserError(f"--temperature {args.temperature}: must be > 0")
     if args.seq_len and args.seq_len < 3:
         raise UserError(f"--seq-len {args.seq_len}: MP-Xent needs T >= 3 (an anchor and both neighbours)")
-    if (args.variant == "dynacl-m" and args.margin_term and args.negatives == "sequence"
-            and args.seq_len and args.seq_len < 5):
-        raise UserError(f"--seq-len {args.seq_len} with --negatives sequence: the margin term (Eq. 5) can "
-                        "take the log of 0 with fewer than 5 steps per sequence; use --seq-len 5 or more")
     if args.mse_weight > 1 or not (args.mask_fraction < 1):
         raise UserError("--mse-weight must be in [0, 1] and --mask-fraction in [0, 1) (negative = preset)")
     if args.run_mean < 1:
@@ -939,6 +1015,8 @@ def check_args(args: Args) -> None:
     if args.batch_size < 1 or args.epochs < 0:
         raise UserError("--batch-size must be >= 1 and --epochs >= 0")
     parse_widths(args.widths)
+    if args.seq_len:                                          # at most batch_size sequences per batch
+        check_margin_members(args.seq_len * (1 if args.negatives == "sequence" else args.batch_size), args)
 
 
 def evaluate(net: nn.Module, init_net: nn.Module, st: Streams, args: Args, device) -> tuple[dict, dict, dict]:

@@ -9,15 +9,25 @@ Benchmark for dynacl.py (issue 6). Three parts, every number written after each 
                   Gesture   TF-C Gesture train.pt (320) / test.pt (120); val.pt is identical to
                             test.pt in this release, so the probe's validation split is carved
                             from train instead
-  2. speed      one DynaCL epoch against one epoch trained with TS2Vec's hierarchical loss on the
-                SAME kernel-1 encoder and the same SleepEEG-shaped sequences (two random crops,
-                ts2vec_adaptive.hierarchical_contrastive_loss), interleaved in this one process.
+  2. speed      the losses on the SAME kernel-1 encoder and the same SleepEEG-shaped sequences: a
+                DynaCL step against a step trained with TS2Vec's hierarchical loss (two random crops,
+                ts2vec_adaptive.hierarchical_contrastive_loss), and each loss alone (forward +
+                backward on fixed embeddings), in interleaved blocks in this one process, best of N.
+  oldnew        mp_xent of an earlier commit (--old-commit) against the current one, forward +
+                backward on the same embeddings, interleaved, best of N.
+  table5        the paper's Table 5 way: each file's whole pre-training epoch with its own encoder
+                and defaults, dynacl.pretrain against ts2vec_adaptive.pretrain (--loss
+                hierarchical), on the sequences `python dynacl.py --dataset SleepEEG` pre-trains on
+                (built by dynacl.prepare from a synthetic array of the release's shape), plus the
+                TS2Vec loop with DynaCL's encoder (App. B: the paper's baselines used it), interleaved
+                epochs in this one process, best of N, with each epoch's peak resident memory.
   3. sleep      the default `python dynacl.py --dataset SleepEEG` pipeline on a synthetic array of
                 the release's shape (371,055 rows x 200 samples, label runs like sleep stages),
                 one epoch, in a child process: instances/s, epoch time, evaluation time, peak memory.
 
 Run:  python benchmarks/bench_dynacl.py --data-dir DIR      # DIR holds tfc/ and tstcc_format/
       python benchmarks/bench_dynacl.py --parts speed,sleep          # one part
+      nice -n 10 python benchmarks/bench_dynacl.py --parts table5,speed   # Table 5 and the losses
 Results: benchmarks/results/dynacl.json and dynacl.md
 """
 from __future__ import annotations
@@ -41,13 +51,16 @@ from common import arg, parse_args, save_json  # noqa: E402
 @dataclass
 class Args:
     """Accuracy, speed and the SleepEEG-shaped run of dynacl.py."""
-    parts: str = arg("accuracy,speed,sleep", "which parts to run")
+    parts: str = arg("accuracy,speed,table5,sleep", "which parts to run")
     datasets: str = arg("HAR,Epilepsy,Gesture", "accuracy datasets")
     variants: str = arg("dynacl,dynacl-m", "variants for the accuracy part")
     seeds: str = arg("1,2,3", "seeds")
     data_dir: str = arg(str(ROOT.parent / "shared" / "data"), "folder with tfc/ and tstcc_format/")
-    speed_steps: int = arg(20, "steps per timed block in the speed part")
-    speed_repeats: int = arg(3, "interleaved repeats in the speed part")
+    speed_steps: int = arg(40, "steps per timed block in the speed part (the same steps in every block)")
+    speed_repeats: int = arg(5, "interleaved repeats in the speed part (best and median reported)")
+    table5_repeats: int = arg(3, "interleaved epochs per method in the table5 part (best of them)")
+    table5_sequences: int = arg(0, "table5: use only this many of the 989 sequences (0 = all; a quick look)")
+    old_commit: str = arg("819ab23", "oldnew: the commit whose dynacl.mp_xent is timed against the current one")
     threads: int = arg(1, "torch threads")
     out: str = arg(str(ROOT / "benchmarks" / "results" / "dynacl"), "results prefix (.json, .md)")
     runs_dir: str = arg(str(ROOT / "runs" / "bench_dynacl"), "run directories")
@@ -98,66 +111,259 @@ def part_accuracy(a: Args, results: dict) -> None:
                     write(a, results)
 
 
+def run_info(a: Args) -> dict:
+    """What a results table needs beside the numbers: command, commit, machine load now."""
+    def sh(*cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    dirty = sh("git", "status", "--porcelain", "--", "dynacl.py", "ts2vec_adaptive.py", "benchmarks/bench_dynacl.py")
+    return {"command": "python benchmarks/bench_dynacl.py " + " ".join(sys.argv[1:]),
+            "commit": sh("git", "rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else ""),
+            "uptime": sh("uptime"), "threads": a.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (VmRSS) or its peak since the last reset (VmHWM), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS (per-phase peak memory)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def sleep_shaped_dataset(seed: int = 0):
+    """A synthetic array of the TF-C SleepEEG release's shape (371,055 rows x 1 x 200): labels in
+    bouts of mean 40 rows (80 s) like sleep stages, class templates plus noise. NOT EEG: for
+    timing and memory only. As a data.Dataset, to stand in for data.load_dataset('SleepEEG')."""
+    import data
+    rng = np.random.default_rng(seed)
+    n = 371_055
+    runs = rng.geometric(1 / 40, size=n // 10)
+    y = np.repeat(rng.integers(0, 5, len(runs)), runs)[:n]
+    y[:5] = np.arange(5)
+    X = np.empty((n, 1, 200), dtype=np.float32)
+    templates = rng.standard_normal((5, 200)).astype(np.float32)
+    for i in range(0, n, 50_000):
+        yi = y[i:i + 50_000]
+        X[i:i + 50_000, 0] = templates[yi] + 2.0 * rng.standard_normal((len(yi), 200)).astype(np.float32)
+    return data._assemble("SleepEEG", X, y, X[100:200], y[100:200], X[:100], y[:100])   # test, val: not used here
+
+
 def part_speed(a: Args, results: dict) -> None:
-    """Same encoder, same sequences: a DynaCL step and a TS2Vec-hierarchical step, timed in
-    interleaved blocks; an epoch = steps_per_epoch steps (989 sequences of 300, batch 8)."""
+    """Same encoder, same sequences: a DynaCL step and a TS2Vec-hierarchical step (and each loss
+    alone, forward + backward on fixed embeddings), timed in interleaved blocks; an epoch =
+    123 steps (989 sequences of 300, batch 8). Every block replays the same batches and the same
+    TS2Vec crops (drawn once, as the fit loop draws them), so best-of compares equal work."""
     import torch
     import dynacl
     import ts2vec_adaptive as tv
+    info = run_info(a)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     seqs = torch.randn(64, 300, 178)                          # SleepEEG-shaped sequences
     net = dynacl.Encoder(178)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    z_fixed = torch.rand(8, 300, 32)                          # for the loss-only timings
+    plan = [(torch.from_numpy(rng.choice(64, 8, replace=False)), tv.random_crop(300, 8, rng))
+            for _ in range(a.speed_steps)]                    # (batch rows, TS2Vec crops) of each step
 
-    def dynacl_step(xb, negatives="batch"):
+    def dynacl_step(xb, crop, negatives="batch"):
         loss, _ = dynacl.training_loss(net, xb, dynacl.Args(negatives=negatives), None, 0.0, 0.0)
         return loss
 
-    def ts2vec_step(xb):                                      # TS2Vec fit loop, encoder swapped
-        crop_l, (s1, n1), (s2, n2) = tv.random_crop(xb.size(1), xb.size(0), rng)
+    def ts2vec_step(xb, crop):                                # TS2Vec fit loop, encoder swapped
+        crop_l, (s1, n1), (s2, n2) = crop
         z1 = net(tv.take_per_row(xb, s1, n1))[:, -crop_l:]
         z2 = net(tv.take_per_row(xb, s2, n2))[:, :crop_l]
         return tv.hierarchical_contrastive_loss(z1, z2)
 
-    fns = {"dynacl": dynacl_step, "dynacl_sequence_negatives": lambda xb: dynacl_step(xb, "sequence"),
-           "ts2vec_hierarchical": ts2vec_step}
-    times = {k: [] for k in fns}
+    def dynacl_loss_only(crop, negatives="batch"):
+        z = z_fixed.clone().requires_grad_(True)
+        dynacl.mp_xent(z, 0.5, negatives).backward()
+
+    def ts2vec_loss_only(crop):                               # the overlap of two crops, as in a step
+        crop_l = crop[0]
+        z1 = z_fixed[:, :crop_l].clone().requires_grad_(True)
+        z2 = z_fixed[:, 300 - crop_l:].clone().requires_grad_(True)
+        tv.hierarchical_contrastive_loss(z1, z2).backward()
+
+    steps = {"dynacl": dynacl_step, "dynacl_sequence_negatives": lambda xb, c: dynacl_step(xb, c, "sequence"),
+             "ts2vec_hierarchical": ts2vec_step}
+    losses = {"dynacl_loss": dynacl_loss_only, "dynacl_sequence_negatives_loss": lambda c: dynacl_loss_only(c, "sequence"),
+              "ts2vec_hierarchical_loss": ts2vec_loss_only}
+    times = {k: [] for k in [*steps, *losses]}
     for rep in range(a.speed_repeats):
-        for name, fn in fns.items():
+        for name, fn in steps.items():
             t0 = time.perf_counter()
-            for s in range(a.speed_steps):
-                xb = seqs[torch.from_numpy(rng.choice(64, 8, replace=False))]
-                loss = fn(xb)
+            for rows, crop in plan:
+                loss = fn(seqs[rows], crop)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
             times[name].append((time.perf_counter() - t0) / a.speed_steps)
+        for name, fn in losses.items():
+            t0 = time.perf_counter()
+            for _, crop in plan:
+                fn(crop)
+            times[name].append((time.perf_counter() - t0) / a.speed_steps)
     per_epoch = 989 // 8
-    results["speed"] = {k: {"s_per_step": v, "s_per_epoch": float(np.median(v)) * per_epoch}
-                        for k, v in times.items()}
-    results["speed"]["ratio_dynacl_over_ts2vec"] = float(np.median(times["dynacl"]) / np.median(times["ts2vec_hierarchical"]))
-    results["speed"]["ratio_sequence_over_ts2vec"] = float(np.median(times["dynacl_sequence_negatives"]) /
-                                                           np.median(times["ts2vec_hierarchical"]))
-    results["speed"]["settings"] = {"steps": a.speed_steps, "repeats": a.speed_repeats, "batch": 8,
-                                    "T": 300, "D": 178, "threads": torch.get_num_threads()}
+    best = {k: float(min(v)) for k, v in times.items()}
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    prev = results.get("speed")
+    if prev and "commit" not in prev:                         # the entry before the log-space loss
+        results["speed_before_log_space_loss"] = dict(prev, note="commit 819ab23: row sums with the self "
+                                                      "term subtracted, medians of 3 blocks of 15-20 steps")
+    results["speed"] = {
+        **info, "s_per_step_blocks": times, "best_s_per_step": best, "median_s_per_step": med,
+        "s_per_epoch_best": {k: best[k] * per_epoch for k in steps},
+        "ratio_best": {"dynacl_over_ts2vec_step": best["dynacl"] / best["ts2vec_hierarchical"],
+                       "sequence_over_ts2vec_step": best["dynacl_sequence_negatives"] / best["ts2vec_hierarchical"],
+                       "dynacl_over_ts2vec_loss": best["dynacl_loss"] / best["ts2vec_hierarchical_loss"],
+                       "sequence_over_ts2vec_loss": best["dynacl_sequence_negatives_loss"] / best["ts2vec_hierarchical_loss"]},
+        "ratio_median": {"dynacl_over_ts2vec_step": med["dynacl"] / med["ts2vec_hierarchical"],
+                         "dynacl_over_ts2vec_loss": med["dynacl_loss"] / med["ts2vec_hierarchical_loss"]},
+        "uptime_after": run_info(a)["uptime"],
+        "settings": {"steps_per_block": a.speed_steps, "blocks": a.speed_repeats, "batch": 8, "T": 300, "D": 178,
+                     "F": 32, "torch_threads": torch.get_num_threads(), "seed": 0,
+                     "mean_ts2vec_crop": float(np.mean([c[0] for _, c in plan])),
+                     "data": "torch.randn(64, 300, 178) sequences; loss-only: torch.rand(8, 300, 32) embeddings"}}
+    write(a, results)
+
+
+def part_oldnew(a: Args, results: dict) -> None:
+    """The loss before and after a change, side by side: mp_xent of dynacl.py at --old-commit
+    (loaded from git into its own module) against the current file, forward + backward on the same
+    fixed (8, 300, 32) embeddings, interleaved blocks, best of N; also their values."""
+    import importlib.util
+    import torch
+    import dynacl
+    info = run_info(a)
+    code = subprocess.run(["git", "show", f"{a.old_commit}:dynacl.py"], capture_output=True, text=True, cwd=ROOT,
+                          check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "dynacl_old.py"
+        path.write_text(code)
+        spec = importlib.util.spec_from_file_location("dynacl_old", path)
+        old = importlib.util.module_from_spec(spec)
+        sys.modules["dynacl_old"] = old
+        spec.loader.exec_module(old)
+    torch.manual_seed(0)
+    z_fixed = torch.rand(8, 300, 32)
+    fns = {f"old_{a.old_commit}": old.mp_xent, "new": dynacl.mp_xent}
+    times = {k: {neg: [] for neg in ("batch", "sequence")} for k in fns}
+    values = {k: {neg: fn(z_fixed, 0.5, neg).item() for neg in ("batch", "sequence")} for k, fn in fns.items()}
+    for rep in range(a.speed_repeats):
+        for neg in ("batch", "sequence"):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(a.speed_steps):
+                    z = z_fixed.clone().requires_grad_(True)
+                    fn(z, 0.5, neg).backward()
+                times[name][neg].append((time.perf_counter() - t0) / a.speed_steps)
+    best = {k: {neg: min(v) for neg, v in d.items()} for k, d in times.items()}
+    results["loss_old_vs_new"] = {
+        **info, "uptime_after": run_info(a)["uptime"], "old_commit": a.old_commit, "s_per_call_blocks": times,
+        "best_s_per_call": best, "values_tau_0.5": values,
+        "ratio_new_over_old_best": {neg: best["new"][neg] / best[f"old_{a.old_commit}"][neg] for neg in ("batch", "sequence")},
+        "settings": {"calls_per_block": a.speed_steps, "blocks": a.speed_repeats, "z": "torch.rand(8, 300, 32), seed 0",
+                     "torch_threads": torch.get_num_threads()}}
+    write(a, results)
+
+
+def part_table5(a: Args, results: dict) -> None:
+    """Table 5 the paper's way, per epoch: each file's own pre-training loop, encoder and defaults
+    on the same (989, 300, 178) sequences, interleaved epochs (order reversed every repeat)."""
+    import torch
+    import data
+    import dynacl
+    import ts2vec_adaptive as tv
+    info = run_info(a)
+    cpu = torch.device("cpu")
+    real_load = data.load_dataset
+    data.load_dataset = lambda *args, **kw: sleep_shaped_dataset()   # what main would load
+    try:
+        st = dynacl.prepare(dynacl.Args(), 1)
+    finally:
+        data.load_dataset = real_load
+    seqs = st.seq_train[:a.table5_sequences] if a.table5_sequences else st.seq_train   # (989, 300, 178)
+
+    class DynaclEncoderForTS2Vec(dynacl.Encoder):              # App. B: TS2Vec with the shared CNN
+        def __init__(self, input_dims, *args, **kw):
+            super().__init__(input_dims)
+
+    def ts2vec(encoder=None):
+        real = tv.Encoder
+        if encoder is not None:
+            tv.Encoder = encoder
+        try:
+            return tv.pretrain(seqs, tv.Args(loss="hierarchical", epochs=1, log=False, seed=1), cpu)
+        finally:
+            tv.Encoder = real
+
+    runs = {"dynacl": lambda: dynacl.pretrain(seqs, dynacl.Args(epochs=1, log=False, seed=1), cpu, "SleepEEG"),
+            "dynacl_sequence_negatives": lambda: dynacl.pretrain(
+                seqs, dynacl.Args(epochs=1, log=False, seed=1, negatives="sequence"), cpu, "SleepEEG"),
+            "dynacl_m": lambda: dynacl.pretrain(seqs, dynacl.Args(epochs=1, log=False, seed=1, variant="dynacl-m"),
+                                                cpu, "SleepEEG"),
+            "ts2vec": ts2vec,
+            "ts2vec_loop_dynacl_encoder": lambda: ts2vec(DynaclEncoderForTS2Vec)}
+    epoch_s = {k: [] for k in runs}
+    peak, extra, steps = {k: [] for k in runs}, {k: [] for k in runs}, {}
+    can_reset = reset_peak_rss()
+    for rep in range(a.table5_repeats):
+        for name in (list(runs) if rep % 2 == 0 else list(runs)[::-1]):
+            base = rss_mb()
+            reset_peak_rss()
+            _, _, _, stats = runs[name]()
+            epoch_s[name].append(float(stats["epoch_times_s"][0]))
+            steps[name] = stats.get("steps_per_epoch", stats.get("iters_per_epoch"))
+            if can_reset:
+                peak[name].append(rss_mb("VmHWM"))
+                extra[name].append(rss_mb("VmHWM") - base)
+            print(f"table5 {rep + 1}/{a.table5_repeats} {name}: {epoch_s[name][-1]:.1f} s", flush=True)
+    best = {k: min(v) for k, v in epoch_s.items()}
+    paired = lambda k, ref: float(np.median([x / y for x, y in zip(epoch_s[k], epoch_s[ref])]))   # noqa: E731
+    results["table5"] = {
+        **info, "uptime_after": run_info(a)["uptime"], "seed": 1, "repeats": a.table5_repeats,
+        "data": (f"dynacl.prepare(Args()) on sleep_shaped_dataset(seed=0), a synthetic array of the TF-C SleepEEG "
+                 f"release's shape (371,055 x 1 x 200, NOT EEG): {seqs.shape[0]} sequences (S, T, D) = "
+                 f"{tuple(seqs.shape)}, the pre-training input of `python dynacl.py --dataset SleepEEG`; "
+                 f"ts2vec_adaptive.pretrain takes the same array as (N, T, C)"),
+        "methods": {"dynacl": "dynacl.pretrain, default Args (batch negatives, batch 8), 1 epoch",
+                    "dynacl_sequence_negatives": "dynacl.pretrain, --negatives sequence",
+                    "dynacl_m": "dynacl.pretrain, --variant dynacl-m (SleepEEG preset w 0.4, mask 0.3)",
+                    "ts2vec": "ts2vec_adaptive.pretrain, --loss hierarchical, its own encoder (K 320, depth 10) and "
+                              "defaults (batch 8, AdamW 1e-3, SWA), 1 epoch",
+                    "ts2vec_loop_dynacl_encoder": "the same TS2Vec loop with dynacl.Encoder (App. B's setting)"},
+        "steps_per_epoch": steps, "epoch_s": epoch_s, "best_epoch_s": best,
+        "median_epoch_s": {k: float(np.median(v)) for k, v in epoch_s.items()},
+        "ratio_best_over_ts2vec": {k: best[k] / best["ts2vec"] for k in runs},
+        "ratio_paired_median_over_ts2vec": {k: paired(k, "ts2vec") for k in runs},
+        "ratio_best_over_ts2vec_dynacl_encoder": {k: best[k] / best["ts2vec_loop_dynacl_encoder"] for k in runs},
+        "peak_rss_mb": {k: max(v) for k, v in peak.items() if v},
+        "peak_rss_above_start_mb": {k: max(v) for k, v in extra.items() if v},
+        "paper_table5_sleepeeg_s_500_epochs": {"dynacl": 600, "dynacl_m": 1200, "ts2vec": 2300,
+                                               "ratio_dynacl_over_ts2vec": 600 / 2300, "note": "V100 GPU"}}
     write(a, results)
 
 
 SLEEP_CHILD = r"""
 import json, sys, time, numpy as np, resource
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
 import data, dynacl
-rng = np.random.default_rng(0)
-n = 371_055
-runs = rng.geometric(1 / 40, size=n // 10)                    # stage bouts, mean 40 rows (80 s)
-y = np.repeat(rng.integers(0, 5, len(runs)), runs)[:n]
-y[:5] = np.arange(5)
-X = np.empty((n, 1, 200), dtype=np.float32)
-templates = rng.standard_normal((5, 200)).astype(np.float32)
-for i in range(0, n, 50_000):
-    X[i:i + 50_000, 0] = templates[y[i:i + 50_000]] + 2.0 * rng.standard_normal((len(y[i:i + 50_000]), 200)).astype(np.float32)
-ds = data._assemble("SleepEEG", X, y, X[:100], y[:100], X[:100], y[:100])
+from bench_dynacl import sleep_shaped_dataset
+ds = sleep_shaped_dataset(seed=0)
 data.load_dataset = lambda *a, **k: ds
 t0 = time.perf_counter()
 res = dynacl.main(dynacl.Args(epochs=int(sys.argv[2]), threads=int(sys.argv[3]), out_dir=sys.argv[4]))
@@ -211,15 +417,53 @@ def write(a: Args, results: dict) -> None:
                 f"{fmt([r['random_init_silhouette_kmeans'] for r in rs], 1, 2)} | {fmt([r['train_s'] for r in rs], 1, 1)} | "
                 f"{rs[0]['seq_len']} | {rs[0]['steps']} |")
         lines += ["", "Stream notes: " + "; ".join(sorted({r["note"] for r in acc if r["seed"] == 1 and r["variant"] == "dynacl"})), ""]
+    t5 = results.get("table5")
+    if t5:
+        lines += ["## Table 5 the paper's way: one pre-training epoch of each file, its own encoder and defaults", "",
+                  f"Data: {t5['data']}.", "",
+                  "| method | steps / epoch | best epoch s | median epoch s | / TS2Vec (best) | / TS2Vec (paired median) | "
+                  "/ TS2Vec loop with DynaCL's encoder | peak RSS MB (above start) |", "|---|---|---|---|---|---|---|---|"]
+        for k in t5["epoch_s"]:
+            lines.append(f"| {k} ({t5['methods'][k]}) | {t5['steps_per_epoch'][k]} | {t5['best_epoch_s'][k]:.1f} | "
+                         f"{t5['median_epoch_s'][k]:.1f} | {t5['ratio_best_over_ts2vec'][k]:.3f} | "
+                         f"{t5['ratio_paired_median_over_ts2vec'][k]:.3f} | {t5['ratio_best_over_ts2vec_dynacl_encoder'][k]:.3f} | "
+                         f"{t5.get('peak_rss_mb', {}).get(k, float('nan')):.0f} "
+                         f"({t5.get('peak_rss_above_start_mb', {}).get(k, float('nan')):.0f}) |")
+        lines += ["", f"Paper (Table 5, V100, 500 epochs): DynaCL 0.6k s, DynaCL-M 1.2k s, TS2Vec 2.3k s: DynaCL / TS2Vec = "
+                  f"{600 / 2300:.2f} (goal: at most that). Best of {t5['repeats']} interleaved epochs each, seed 1, "
+                  f"{t5['threads']} torch thread(s). Load before: `{t5['uptime']}`; after: `{t5['uptime_after']}`. "
+                  f"Commit {t5['commit']}; command `{t5['command']}`.", ""]
     sp = results.get("speed")
-    if sp:
-        lines += ["## Epoch time: DynaCL vs TS2Vec's hierarchical loss, same encoder and data", "",
-                  "| loss | s / step (median of blocks) | s / epoch (123 steps) |", "|---|---|---|"]
-        for k in ("dynacl", "dynacl_sequence_negatives", "ts2vec_hierarchical"):
-            lines.append(f"| {k} | {np.median(sp[k]['s_per_step']):.4f} | {sp[k]['s_per_epoch']:.1f} |")
-        lines += ["", f"DynaCL epoch / TS2Vec epoch = **{sp['ratio_dynacl_over_ts2vec']:.2f}** with batch negatives "
-                  f"(default), **{sp['ratio_sequence_over_ts2vec']:.2f}** with --negatives sequence (goal ≤ 0.30). "
-                  f"Settings: {json.dumps(sp['settings'])}.", ""]
+    if sp and "best_s_per_step" in sp:
+        b_, r_ = sp["best_s_per_step"], sp["ratio_best"]
+        lines += ["## The losses on one shared encoder: DynaCL vs TS2Vec's hierarchical loss", "",
+                  "| what | best s / step | median s / step | epoch (123 steps), best |", "|---|---|---|---|"]
+        for k in b_:
+            ep = f"{sp['s_per_epoch_best'][k]:.1f} s" if k in sp["s_per_epoch_best"] else ""
+            lines.append(f"| {k} | {b_[k]:.4f} | {sp['median_s_per_step'][k]:.4f} | {ep} |")
+        lines += ["", f"Whole step (kernel-1 encoder + loss + AdamW): DynaCL / TS2Vec = **{r_['dynacl_over_ts2vec_step']:.2f}** "
+                  f"with batch negatives (default), **{r_['sequence_over_ts2vec_step']:.2f}** with --negatives sequence. "
+                  f"Loss alone (forward + backward on fixed (8, 300, 32) embeddings): **{r_['dynacl_over_ts2vec_loss']:.2f}** "
+                  f"and **{r_['sequence_over_ts2vec_loss']:.2f}** (goal: at most 1 with batch negatives). "
+                  f"Best of {sp['settings']['blocks']} interleaved blocks of the same {sp['settings']['steps_per_block']} "
+                  f"steps (TS2Vec's crops: mean overlap {sp['settings'].get('mean_ts2vec_crop', float('nan')):.0f} of 300); "
+                  f"median ratios {sp['ratio_median']['dynacl_over_ts2vec_step']:.2f} (step) / "
+                  f"{sp['ratio_median']['dynacl_over_ts2vec_loss']:.2f} (loss). Load before: `{sp['uptime']}`; after: "
+                  f"`{sp['uptime_after']}`. Commit {sp['commit']}; command `{sp['command']}`.", ""]
+    on = results.get("loss_old_vs_new")
+    if on:
+        r = on["ratio_new_over_old_best"]
+        bo, bn = on["best_s_per_call"][f"old_{on['old_commit']}"], on["best_s_per_call"]["new"]
+        lines += [f"## mp_xent before ({on['old_commit']}) and now, forward + backward on one (8, 300, 32) batch", "",
+                  f"Batch negatives: {1000 * bo['batch']:.1f} ms -> {1000 * bn['batch']:.1f} ms (new / old = **{r['batch']:.2f}**); "
+                  f"sequence negatives: {1000 * bo['sequence']:.1f} -> {1000 * bn['sequence']:.1f} ms ({r['sequence']:.2f}). "
+                  f"Values at tau 0.5: {json.dumps(on['values_tau_0.5'])}. Best of {on['settings']['blocks']} interleaved "
+                  f"blocks of {on['settings']['calls_per_block']} calls. Load before: `{on['uptime']}`. Commit {on['commit']}; "
+                  f"command `{on['command']}`.", ""]
+    old = results.get("speed_before_log_space_loss")
+    if old:
+        lines += [f"Before the log-space loss ({old['note']}): DynaCL / TS2Vec step = {old['ratio_dynacl_over_ts2vec']:.2f} "
+                  f"(batch negatives), {old['ratio_sequence_over_ts2vec']:.2f} (sequence).", ""]
     sl = results.get("sleep")
     if sl:
         lines += ["## Default SleepEEG pipeline on a synthetic array of the release's shape (371,055 x 200)", ""]
@@ -247,5 +491,6 @@ if __name__ == "__main__":
                            "CPU under other load", argv=" ".join(sys.argv[1:]))
     t0 = time.perf_counter()
     for part in a.parts.split(","):
-        {"accuracy": part_accuracy, "speed": part_speed, "sleep": part_sleep}[part](a, results)
+        {"accuracy": part_accuracy, "speed": part_speed, "table5": part_table5, "oldnew": part_oldnew,
+         "sleep": part_sleep}[part](a, results)
         print(f"{part} done at {time.perf_counter() - t0:.0f} s", flush=True)

@@ -171,20 +171,6 @@ def test_mp_xent_invariances_smoothness_and_gradcheck():
     assert torch.autograd.gradcheck(lambda a: m.mp_xent(a, 0.5, "batch"), (zg,))
 
 
-@pytest.mark.parametrize("negatives", ["batch", "sequence"])
-def test_exp_row_sums_equal_autograd(negatives):
-    """The hand-written backward of the faster row sums against autograd on the plain formula."""
-    u = F.normalize(rand_z(3, 7, seed=12), dim=-1).requires_grad_(True)
-    w = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    fast = m.exp_row_sums(u, 0.3, negatives)
-    slow = m._row_sums(u, torch.exp, negatives, scale=1 / 0.3)
-    assert torch.allclose(fast, slow, atol=1e-12)
-    g_fast, = torch.autograd.grad((fast * w).sum(), u)
-    g_slow, = torch.autograd.grad((slow * w).sum(), u)
-    assert torch.allclose(g_fast, g_slow, atol=1e-10)
-    assert torch.autograd.gradcheck(lambda a: m.exp_row_sums(a, 0.3, negatives), (u,))
-
-
 def test_mp_xent_refuses_too_short_sequences_and_defaults():
     with pytest.raises(ValueError, match="length 2 have no anchor"):
         m.mp_xent(rand_z(2, 2))
@@ -376,6 +362,207 @@ def test_pretrain_resolves_dynacl_m_presets_and_explicit_values(monkeypatch):
         _, _, _, stats = m.pretrain(seqs, m.Args(variant="dynacl-m", **dict(TINY, epochs=1, **kw)), torch.device("cpu"), name)
         assert seen and set(seen) == {want}, (name, kw, seen)
         assert (stats["mse_weight"], stats["mask_fraction"]) == want
+
+
+# ================================================================== loss numerics, the margin's door
+# (issue 14, loss side). Every sum of Eq. (1)-(2) and of the margin term is taken in log space with
+# the left-out terms masked; float32 must agree with the float64 loops above at small tau.
+def naive_log_negative_sums(u, tau, negatives, drop_positives=True):
+    """log sum_k e_t,k per instance t, one at a time: k runs over t's negative set without t
+    itself and, with drop_positives, without t - 1 and t + 1 of t's own sequence."""
+    B, T, _ = u.shape
+    out = torch.empty(B, T, dtype=torch.float64)
+    for b in range(B):
+        for t in range(T):
+            keep = [(b, k) for k in range(T)] if negatives == "sequence" else [(i, k) for i in range(B) for k in range(T)]
+            drop = {(b, t)} | ({(b, t - 1), (b, t + 1)} if drop_positives else set())
+            terms = [math.exp(_cos(u[b, t], u[i, k]) / tau) for i, k in keep if (i, k) not in drop]
+            out[b, t] = math.log(sum(terms)) if terms else -math.inf
+    return out
+
+
+@pytest.mark.parametrize("negatives", ["batch", "sequence"])
+def test_log_negative_sums_equal_the_masked_logsumexp(negatives):
+    """The faster equivalent (hand-written backward) against the plain masked logsumexp (autograd)
+    and a naive loop: values, gradients, gradcheck, both regimes (tau >= 1/40: no max, symmetric
+    backward; below: row max); T = 3 with sequence negatives leaves the middle row without any
+    negative (-inf, zero gradient, not NaN)."""
+    for B, T, tau in ((3, 7, 0.3), (3, 7, 0.02), (2, 3, 0.02), (2, 3, 0.5)):
+        u = F.normalize(rand_z(B, T, seed=12 + T), dim=-1).requires_grad_(True)
+        w = torch.randn(B, T, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        fast = m.log_negative_sums(u, tau, negatives)
+        slow = m.masked_logsumexp(u, lambda s: s / tau, negatives, drop_positives=True)
+        want = naive_log_negative_sums(u.detach(), tau, negatives)
+        assert torch.equal(torch.isinf(fast), torch.isinf(want)) and torch.equal(torch.isinf(slow), torch.isinf(want))
+        finite = torch.isfinite(want)
+        assert torch.allclose(fast[finite], want[finite], atol=1e-12) and torch.allclose(slow[finite], want[finite], atol=1e-12)
+        wf = torch.where(finite, w, torch.zeros_like(w))
+        g_fast, = torch.autograd.grad((fast.masked_fill(~finite, 0) * wf).sum(), u)
+        g_slow, = torch.autograd.grad((slow.masked_fill(~finite, 0) * wf).sum(), u)
+        assert torch.isfinite(g_fast).all() and torch.allclose(g_fast, g_slow, atol=1e-10)
+        if finite.all():
+            assert torch.autograd.gradcheck(lambda a: m.log_negative_sums(a, tau, negatives), (u,))
+    assert (~finite).sum() == (2 if negatives == "sequence" else 0)   # T = 3: row 1 of each sequence
+    u = F.normalize(rand_z(2, 5, seed=3), dim=-1)             # the plain version, self only (margin's rows)
+    assert torch.allclose(m.masked_logsumexp(u, lambda s: s / 0.4, negatives, drop_positives=False),
+                          naive_log_negative_sums(u, 0.4, negatives, drop_positives=False), atol=1e-12)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.01])
+def test_mp_xent_float32_is_finite_at_small_tau(tau):
+    """Small batches of spread-out embeddings: exp(1 / tau) of the self term dwarfs the rest of a
+    row, so "full row minus self" cancelled in float32 (NaN at tau = 0.05 before). In log space the
+    float32 loss and its gradient are finite and equal the float64 loop from the equations."""
+    worst = 0.0
+    for seed in range(6):
+        z64 = rand_z(2, 5, Fd=32, seed=seed)
+        for negatives in ("batch", "sequence", "code"):
+            z = z64.float().requires_grad_(True)
+            loss = m.mp_xent(z, tau, negatives)
+            loss.backward()
+            assert torch.isfinite(loss) and torch.isfinite(z.grad).all(), (seed, negatives)
+            want = naive_mp_xent(z64, tau, negatives)
+            worst = max(worst, abs(loss.item() - want) / max(1.0, abs(want)))
+            for positives in (1,):
+                got1 = m.mp_xent(z64.float(), tau, negatives, positives).item()
+                assert abs(got1 - naive_mp_xent(z64, tau, negatives, positives)) < 1e-4 * max(1.0, abs(got1))
+    assert worst < 1e-4, worst
+    if tau == 0.05:                                           # the authors' structure is finite here too
+        assert math.isfinite(official_style_mp_xent(rand_z(2, 5, Fd=32, seed=0).float().reshape(10, 32), tau).item())
+
+
+def test_mp_xent_float32_rows_far_below_the_largest_term():
+    """tau = 0.01 with near-duplicate negatives (cosines ~ 1: terms near e^100, beyond float32
+    without a max) and rows whose terms all sit far below the matrix's largest: only a max taken
+    per row keeps both finite and exact (a max over the whole matrix, or none, does not)."""
+    ang = 0.002 * torch.arange(18, dtype=torch.float64)
+    z = torch.stack([torch.cos(ang), torch.sin(ang)], -1).reshape(2, 9, 2)   # all within 2 degrees
+    z[0, 4] = -z[0, 4]                                        # opposite to every other instance
+    # anchor 4 of sequence 0 between d1 and d2 (cos(d1, d2) = -0.2), every other instance opposite to
+    # it and near-duplicates of each other: both sums of anchor 4's denominator sit near e^-20 while
+    # the matrix's largest term is near e^100
+    d1, d2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([-0.2, 0.96 ** 0.5, 0.0])
+    mid = F.normalize(d1 + d2, dim=0)
+    far = torch.stack([-mid + 0.002 * k * torch.tensor([0.0, 0.0, 1.0]) for k in range(18)]).reshape(2, 9, 3)
+    far[0, 3], far[0, 4], far[0, 5] = d1, mid, d2
+    for zz in (z, far.double()):
+        for negatives in ("batch", "sequence", "code"):
+            got = m.mp_xent(zz.float(), 0.01, negatives).item()
+            want = naive_mp_xent(zz, 0.01, negatives)
+            assert math.isfinite(got) and abs(got - want) < 1e-4 * max(1.0, abs(want)), (negatives, got, want)
+
+
+def test_mp_xent_float32_matches_float64_on_a_sleepeeg_sized_batch():
+    """8 sequences of 300 near-duplicate neighbours (a trained-like embedding): float32 equals
+    float64 at the paper's tau and at tau = 0.05, in all three negative modes."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.rand(8, 15, 1, 32, generator=g, dtype=torch.float64).repeat(1, 1, 20, 1).reshape(8, 300, 32)
+    z = z + 1e-3 * torch.rand(8, 300, 32, generator=g, dtype=torch.float64)
+    for tau in (0.5, 0.05):
+        for negatives in ("batch", "sequence", "code"):
+            a, b = m.mp_xent(z.float(), tau, negatives).item(), m.mp_xent(z, tau, negatives).item()
+            assert abs(a - b) < 2e-5 * max(1.0, abs(b)), (tau, negatives, a, b)
+
+
+def test_m_margin_is_eq5_as_coded():
+    """M_margin by hand, -(1 - Y) s^2 / 2 + Y max(0, m - s)^2 / 2, scale 1 by default; the scale
+    multiplies it; Y broadcast per row."""
+    s = torch.tensor([[-1.0, -0.3, 0.2], [0.9, 1.0, 0.5]], dtype=torch.float64)
+    y = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    want = torch.tensor([[-0.5 * v * v for v in row] if yy == 0 else [0.5 * max(0.0, 0.7 - v) ** 2 for v in row]
+                         for row, yy in zip(s.tolist(), (0, 1))], dtype=torch.float64)
+    assert torch.allclose(m.m_margin(s, y, 0.7), want, atol=1e-15)
+    assert torch.allclose(m.m_margin(s, y, 0.7, 3.0), 3 * want, atol=1e-15)
+
+
+def test_margin_min_members_is_the_exact_bound():
+    """A collapsed embedding (every s = 1) with Y = 0 (fixed) or Y = 1 (code) reaches the bound:
+    one instance fewer than margin_min_members gives a NaN loss, the bound itself a finite one equal
+    to the naive loop. Defaults: 5, the old "T < 5" rule."""
+    assert m.margin_min_members(0.5) == 5 and m.margin_min_members(0.5, 5.0, 0.05, "fixed") == 5
+    cases = [(0.5, 5.0, 0.05, "fixed"), (0.3, 5.0, 0.05, "fixed"), (0.5, 0.7, 1.0, "fixed"), (0.2, 5.0, 0.1, "code"),
+             (0.5, 5.0, -0.02, "fixed")]
+    for tau, margin, gamma, mode in cases:
+        n = m.margin_min_members(tau, margin, gamma, mode)
+        assert 3 <= n <= 60, (tau, margin, gamma, mode, n)
+        for T, ok in ((n - 1, False), (n, True)):
+            if T < 3:
+                continue
+            z = torch.ones(1, T, 4, dtype=torch.float64)      # collapsed: every cosine is 1
+            y = torch.full((1, T), 0.0 if mode == "fixed" else 1.0, dtype=torch.float64)
+            if mode == "fixed" and gamma < 0:                 # gamma < 0: the smallest term has Y = 1, s = -1
+                z = torch.ones(1, T, 4, dtype=torch.float64)
+                z[0, 1::2] *= -1                              # alternate directions: s = -1 for odd distances
+                y = torch.ones(1, T, dtype=torch.float64)
+            loss = m.margin_mp_xent(z, y, tau, margin, gamma, "sequence")
+            if ok:
+                assert torch.isfinite(loss) and abs(loss.item() - naive_margin(z, y, tau, margin, gamma, "sequence")) < 1e-9
+            elif not (mode == "fixed" and gamma < 0):
+                assert torch.isnan(loss), (tau, margin, gamma, mode, T)
+    assert m.margin_min_members(0.01) > 10 ** 40              # tiny tau: effectively never defined
+    # by hand, 2 (N - 1) x_min > e^(1/tau): Y = 1 only, defaults m 5, gamma 0.05, tau 0.2: x_min = e^(0.05 * 8 / 0.2) = e^2,
+    # N - 1 > e^3 / 2 = 10.04 -> 12; m 0.7: g >= 0, x_min = 1, N - 1 > e^2 / 2 = 3.69 -> 5 (tau 0.5);
+    # gamma -0.02 (fixed): the smallest term has Y = 1, s = -1, g = 18: N - 1 > e^(2 + 0.72) / 2 = 7.59 -> 9
+    assert m.margin_min_members(0.2, pseudo_labels="code") == 12
+    assert m.margin_min_members(0.5, 0.7, 0.05, "code") == 5
+    assert m.margin_min_members(0.5, 5.0, -0.02, "fixed") == 9
+
+
+def _margin_args(**kw):
+    return m.Args(dataset="synthetic", variant="dynacl-m", **dict(TINY, **kw))
+
+
+@pytest.mark.parametrize("negatives", ["batch", "code"])
+def test_margin_refused_with_one_sequence_per_batch(negatives, tmp_path):
+    """Batch and code negatives with B = 1 are sequence negatives: T = 4 is refused at the door
+    (--batch-size 1), and inside pretrain when the data hold a single sequence; T = 5 runs, and so
+    does T = 4 with two sequences per batch (8 instances), which sequence negatives refuse."""
+    with pytest.raises(UserError, match="log of 0 or less with 4 instances"):
+        m.main(_margin_args(negatives=negatives, seq_len=4, batch_size=1, out_dir=str(tmp_path)))
+    x = np.random.default_rng(0).standard_normal((1, 4, 6)).astype(np.float32)   # S = 1 sequence: B = 1
+    with pytest.raises(UserError, match="needs at least 5"):
+        m.pretrain(x, _margin_args(negatives=negatives, epochs=1), torch.device("cpu"))
+    m.check_args(_margin_args(negatives=negatives, seq_len=2 * 4, batch_size=1, epochs=1))   # 8 >= 5
+    m.check_args(_margin_args(negatives=negatives, seq_len=4, batch_size=2))   # 8 instances: defined
+    x5 = np.random.default_rng(0).standard_normal((1, 5, 6)).astype(np.float32)
+    x24 = np.random.default_rng(1).standard_normal((2, 4, 6)).astype(np.float32)   # B = 2, T = 4: 8 instances
+    for seqs in (x5, x24):
+        _, _, hist, _ = m.pretrain(seqs, _margin_args(negatives=negatives, epochs=2, batch_size=2), torch.device("cpu"))
+        assert all(math.isfinite(h["loss"]) for h in hist)
+    with pytest.raises(UserError, match="with 4 instances"):    # the same T = 4 per sequence is refused there
+        m.pretrain(x24, _margin_args(negatives="sequence", epochs=1, batch_size=2), torch.device("cpu"))
+
+
+def test_margin_door_follows_temperature_gamma_and_mode():
+    """The bound depends on tau, gamma and the pseudo-label mode, not only on T: tau 0.2 needs 86
+    instances per set (refused with sequence negatives and T = 50, accepted with 8 x 50 batch
+    negatives); the same flags without the margin term, or with the plain DynaCL, pass."""
+    assert m.margin_min_members(0.2, 5.0, 0.05, "fixed") == 86
+    with pytest.raises(UserError, match="needs at least 86"):
+        m.check_args(_margin_args(temperature=0.2, negatives="sequence", seq_len=50))
+    m.check_args(_margin_args(temperature=0.2, negatives="batch", seq_len=50, batch_size=8))
+    m.check_args(_margin_args(temperature=0.2, negatives="sequence", seq_len=50, margin_term=False))
+    m.check_args(m.Args(dataset="synthetic", temperature=0.2, negatives="sequence", seq_len=50))
+    with pytest.raises(UserError, match="--temperature 0.5 --margin 5 --margin-gamma 0.01"):
+        m.check_args(_margin_args(margin_gamma=0.01, negatives="sequence", seq_len=4))
+    assert m.margin_min_members(0.5, 5.0, 0.05, "code") == 3   # Y = 1 always: x >= e^0.8, 2 (N-1) e^0.8 > e^2
+    m.check_args(_margin_args(pseudo_labels="code", negatives="sequence", seq_len=4))   # 4 >= 3 with Y = 1
+
+
+def test_margin_float32_matches_float64_where_defined():
+    """In log space the margin loss in float32 equals the float64 loop, also at tau = 0.1 with the
+    authors' Y = 1 everywhere and gamma 0.2 (where the log's argument stays positive: bound 2), and
+    at tau = 0.02, where the x-terms overflow float32 unless summed in log space."""
+    g = torch.Generator().manual_seed(4)
+    z = torch.rand(3, 6, 8, generator=g, dtype=torch.float64)
+    assert max(m.margin_min_members(0.1, 5.0, 0.2, "code"), m.margin_min_members(0.02, 5.0, 0.2, "code"), m.margin_min_members(0.5)) <= 6
+    for tau, gamma, y in ((0.5, 0.05, (torch.rand(3, 6, generator=g) > 0.5).double()),
+                          (0.1, 0.2, torch.ones(3, 6, dtype=torch.float64)),
+                          (0.02, 0.2, torch.ones(3, 6, dtype=torch.float64))):   # x-terms up to e^180: inf as plain sums
+        for negatives in ("batch", "sequence", "code"):
+            want = naive_margin(z, y, tau, 5.0, gamma, negatives)
+            got = m.margin_mp_xent(z.float(), y.float(), tau, 5.0, gamma, negatives).item()
+            assert abs(got - want) < 1e-4 * max(1.0, abs(want)), (tau, negatives, got, want)
 
 
 # ------------------------------------------------------------------ encoder (App. A)
