@@ -1,0 +1,333 @@
+"""
+Learning curves (issue 17): does pre-training help? Each method pre-trains on the unlabelled
+training split of a real dataset; the frozen encoder is probed with the shared `linear_eval`
+(C chosen on validation, never on test) at increasing budgets of optimiser steps: step 0 is the
+random init of that seed, then 100, 300, 1,000, ... The checkpoints are taken inside ONE
+pre-training run per (method, variant, dataset, seed) through each file's `pretrain(callback=)`,
+so a curve is one run seen at several moments, not several runs.
+
+Each method is set up exactly as its `main` sets it up (same data preparation, same encoder, same
+defaults, same `embed` and the same probe); only the number of steps is the benchmark's. Variants
+are the papers' own comparisons: TS2Vec's hierarchical loss vs the adaptive resolution loss,
+DynaCL vs DynaCL-M, LEAVES vs SimCLR with fixed strengths, AimTS on its default multi-source pool
+(target left out) vs AimTS on the target's own training split. A supervised row trains the same
+encoder from the same init with all training labels (cross-entropy through a linear head, the
+step chosen on validation accuracy) and probes it frozen like the others.
+
+Wall time is pre-training time from the first step (callback and checkpoint copies excluded).
+Every point records command, commit, seed, threads and machine load.
+
+Run:  python benchmarks/bench_curves.py --data-dir DATA --shard 0/2 &
+      python benchmarks/bench_curves.py --data-dir DATA --shard 1/2     (DATA holds ucr_uea/, tfc/)
+      python benchmarks/bench_curves.py --render                        (curves.json, curves.png, README)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aimts  # noqa: E402
+import data  # noqa: E402
+import dynacl  # noqa: E402
+import leaves  # noqa: E402
+import ts2vec_adaptive  # noqa: E402
+from common import arg, parse_args, save_json, set_seed, setup_torch  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = {                                                   # variant -> (file, what it is)
+    "ts2vec_hierarchical": ("ts2vec_adaptive.py", "TS2Vec, hierarchical loss (Eq. 4)"),
+    "ts2vec_adaptive": ("ts2vec_adaptive.py", "adaptive resolution loss (Eq. 5-7)"),
+    "dynacl": ("dynacl.py", "DynaCL (MP-Xent)"),
+    "dynacl_m": ("dynacl.py", "DynaCL-M (MP-Xent + margin + masked MSE)"),
+    "leaves": ("leaves.py", "LEAVES (learned strengths)"),
+    "simclr": ("leaves.py", "SimCLR (fixed strengths 0.03)"),
+    "aimts": ("aimts.py", "AimTS, default pool (target left out)"),
+    "aimts_target": ("aimts.py", "AimTS, pre-trained on the target's train split"),
+}
+
+
+SUPERVISED_WITH = ("ts2vec_hierarchical", "dynacl_m", "leaves", "aimts_target")   # one per file; shards balanced
+
+
+@dataclass
+class Args:
+    """Learning curves of the four methods under one frozen linear probe."""
+    data_dir: str = arg("", "data root holding ucr_uea/<Name>/ and tfc/<Name>/ ('' = data.py default)")
+    datasets: str = arg("Gesture,OSULeaf", "comma list of datasets")
+    methods: str = arg(",".join(METHODS), "comma list of variants (see METHODS)")
+    seeds: str = arg("1,2,3", "comma list of seeds")
+    budgets: str = arg("0,100,300,1000,3000", "optimiser steps at which the encoder is probed")
+    max_steps: str = arg("ts2vec_hierarchical=1000,ts2vec_adaptive=1000,leaves=300,simclr=300,aimts=300,"
+                         "aimts_target=300", "per-variant cap on the largest budget (what 90 min allow)")
+    supervised: bool = arg(True, "also the supervised row (same encoder and init, all labels)")
+    supervised_steps: int = arg(300, "supervised optimiser steps (validation every 25)")
+    shard: str = arg("0/1", "i/n: run every n-th job starting at i (two processes on two cores)")
+    threads: int = arg(1, "torch threads per process")
+    out: str = arg("", "part file ('' = benchmarks/results/curves_part<i>.json)")
+    render: bool = arg(False, "merge the part files into curves.json, draw curves.png, update README")
+    dry: bool = arg(False, "list the jobs and exit")
+
+
+class Stop(Exception):
+    """Raised by the recorder after the largest budget: ends pre-training early."""
+
+
+class Recorder:
+    """pretrain's callback: copies the encoder's weights at each budget, with the wall time spent
+    in pre-training so far (its own time excluded). Changes nothing, draws no random number."""
+
+    def __init__(self, budgets):
+        self.budgets, self.last = set(budgets), max(budgets)
+        self.snaps, self.t0, self.own, self.encoder = {}, None, 0.0, None
+
+    def __call__(self, step, encoder):
+        t = time.perf_counter()
+        if step == 0:
+            self.t0 = t
+        if step in self.budgets:
+            self.encoder = encoder
+            self.snaps[step] = ({k: v.detach().clone() for k, v in encoder.state_dict().items()},
+                                t - self.t0 - self.own)
+        self.own += time.perf_counter() - t
+        if step >= self.last:
+            raise Stop
+
+
+# --------------------------------------------------------------------------- one setup per file
+@dataclass
+class Job:
+    pretrain: callable                                        # pretrain(callback) -> None
+    features: callable                                        # (encoder, x) -> (N, F) frozen, eval mode
+    forward: callable                                         # (encoder, xb tensor) -> (B, F) with grad
+    fit: tuple                                                # (x, y) the probe fits on (train)
+    val: tuple                                                # (x, y) chooses C (and the supervised step)
+    test: tuple                                               # (x, y) the final evaluation only
+    linear_eval: callable
+    label_free: bool
+    note: str
+    per_epoch: int
+
+
+def job_ts2vec(variant, name, seed, a, device, steps):
+    m = ts2vec_adaptive
+    args = m.Args(dataset=name, data_dir=a.data_dir, loss=variant.split("_")[1], seed=seed, iters=steps, log=False)
+    ds = data.load_dataset(name, data_dir=a.data_dir or None, val_fraction=args.val_fraction, seed=seed)
+    if ds.name in data.UEA:                                   # as main: per-channel z-score for UEA
+        ds = data.standardize(ds, per="channel")
+    x_tr, x_va, x_te = (np.ascontiguousarray(x.transpose(0, 2, 1)) for x in (ds.X_train, ds.X_val, ds.X_test))
+    pool = np.concatenate([x_tr, x_va])
+    return Job(lambda cb: m.pretrain(pool, args, device, callback=cb),
+               lambda enc, x: m.embed(enc, x, args.batch_size, device)[0],   # max-pool, main's number
+               lambda enc, xb: enc(xb).amax(1),
+               (x_tr, ds.y_train), (x_va, ds.y_val), (x_te, ds.y_test), m.linear_eval, True,
+               "train + val series, labels unused", len(pool) // min(args.batch_size, len(pool)))
+
+
+def job_dynacl(variant, name, seed, a, device, steps):
+    m = dynacl
+    args = m.Args(dataset=name, data_dir=a.data_dir, variant=variant.replace("_", "-"), seed=seed, log=False)
+    m.check_args(args)
+    st = m.prepare(args, seed)
+    per_epoch = len(st.seq_train) // min(args.batch_size, len(st.seq_train))
+    args.epochs = math.ceil(steps / per_epoch) if steps else 1
+    return Job(lambda cb: m.pretrain(st.seq_train, args, device, st.name, callback=cb),
+               lambda enc, x: m.embed(enc, x, device=device),
+               lambda enc, xb: enc(xb[None])[0],
+               (st.x_train, st.y_train), (st.x_val, st.y_val), (st.x_test, st.y_test), m.linear_eval,
+               st.label_free, st.note, per_epoch)
+
+
+def job_leaves(variant, name, seed, a, device, steps):
+    m = leaves
+    args = m.Args(dataset=name, data_dir=a.data_dir, views=variant, seed=seed, log=False)
+    m.resolve(args, "")
+    ds, x_tr, y_tr, x_va, y_va, x_te, y_te = m.prepare(args)
+    args = m.resolve(args, ds.name)
+    pool = m.unlabelled_pool(x_tr, x_va)
+    per_epoch = len(pool) // min(args.batch_size, len(pool))
+    args.epochs = math.ceil(steps / per_epoch) if steps else 1
+    return Job(lambda cb: m.pretrain(pool, args, device, callback=cb),
+               lambda enc, x: m.embed(enc, x, args.batch_size, device),
+               lambda enc, xb: enc(xb),
+               (x_tr, y_tr), (x_va, y_va), (x_te, y_te), m.linear_eval, True,
+               "train + val series min-max scaled, labels unused", per_epoch)
+
+
+def job_aimts(variant, name, seed, a, device, steps):
+    m = aimts
+    args = m.Args(dataset=name, data_dir=a.data_dir, seed=seed, log=False, max_iters=0, epochs=10 ** 6)
+    m.check_args(args)
+    ds, x_tr, x_te = m.load_target(args)
+    x_lab, y_lab, held = m.labelled_set(x_tr, ds.y_train, args)   # held-out rows choose the probe's C
+    if variant == "aimts":
+        sources = m.load_pool(m.pool_names(args.pretrain, ds.name), args.data_dir)
+        note = "pool " + ", ".join(s.name for s in sources) + " (train files), target left out"
+    else:
+        sources = [m.Source(ds.name, ds.X_train)]             # (N, M, T), as load_pool passes it
+        note = f"{ds.name} train split only (labels unused)"
+    sampler = m.SourceSampler([len(s.x) for s in sources if len(s.x) >= 2], args.batch_size,
+                              np.random.default_rng(0), 0, 1)
+    return Job(lambda cb: m.pretrain(sources, args, device, callback=cb),
+               lambda enc, x: m.embed(enc, x, 64, device),
+               lambda enc, xb: enc(xb).amax(2).flatten(1),
+               (x_lab[~held], y_lab[~held]), (x_lab[held], y_lab[held]), (x_te, ds.y_test), m.linear_eval,
+               True, note, sampler.per_epoch)
+
+
+def make_job(variant, name, seed, a, device, steps):
+    f = {"ts2vec": job_ts2vec, "dynacl": job_dynacl, "leaves": job_leaves, "simclr": job_leaves,
+         "aimts": job_aimts}[variant.split("_")[0]]
+    return f(variant, name, seed, a, device, steps)
+
+
+# --------------------------------------------------------------------------- probing and the supervised row
+def probe(job: Job, encoder) -> dict:
+    z = [job.features(encoder, x) for x in (job.fit[0], job.val[0], job.test[0])]
+    r = job.linear_eval(z[0], job.fit[1], z[1], job.val[1], z[2], job.test[1])
+    return {"probe_accuracy": r["accuracy"], "probe_macro_f1": r["macro_f1"], "probe_C": r["C"],
+            "probe_val_accuracy": r["val_accuracy"]}
+
+
+def supervised(job: Job, init_encoder, steps: int, seed: int, device) -> tuple:
+    """The same encoder from the same init, trained with every training label: cross-entropy
+    through a linear head on the pooled representation the probe reads; Adam 1e-3, batch 32;
+    the encoder kept at the step of best validation accuracy (checked every 25 steps)."""
+    torch.manual_seed(seed)
+    enc = copy.deepcopy(init_encoder).train()
+    x, y = job.fit
+    with torch.no_grad():
+        width = job.forward(enc, torch.from_numpy(x[:2]).to(device)).shape[1]
+    n_classes = int(max(job.fit[1].max(), job.val[1].max(), job.test[1].max())) + 1
+    head = nn.Linear(width, n_classes).to(device)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=1e-3)
+    rng = np.random.default_rng(seed + 500)
+    bs, best, t0 = min(32, len(x)), (-1.0, 0, None), time.perf_counter()
+    xv, yv = torch.from_numpy(job.val[0]).to(device), torch.from_numpy(job.val[1]).to(device)
+    for step in range(1, steps + 1):
+        idx = rng.choice(len(x), bs, replace=False)
+        xb, yb = torch.from_numpy(x[idx]).to(device), torch.from_numpy(y[idx]).to(device)
+        loss = F.cross_entropy(head(job.forward(enc, xb)), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 25 == 0 or step == steps:
+            enc.eval()
+            with torch.no_grad():
+                acc = (head(job.forward(enc, xv)).argmax(1) == yv).float().mean().item()
+            enc.train()
+            if acc > best[0]:
+                best = (acc, step, copy.deepcopy(enc.state_dict()))
+    enc.load_state_dict(best[2])
+    return enc.eval(), {"steps": steps, "chosen_step": best[1], "val_accuracy": best[0],
+                        "wall_s": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- running
+def environment(a: Args) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "*.py"], cwd=ROOT, capture_output=True,
+                                    text=True).stdout.strip())
+    except OSError:
+        commit, dirty = "", False
+    return {"commit": commit + ("+dirty" if dirty else ""), "threads": a.threads, "torch": torch.__version__,
+            "cpus": os.cpu_count(), "load": os.getloadavg()[0]}
+
+
+def jobs_of(a: Args) -> list:
+    out = []                                                  # seed-major: seed 1 of everything first
+    for seed in (int(s) for s in a.seeds.split(",")):
+        for name in a.datasets.split(","):
+            for variant in a.methods.split(","):
+                out.append((variant, name, seed))
+    i, n = (int(v) for v in a.shard.split("/"))
+    return out[i::n]
+
+
+def caps(a: Args) -> dict:
+    return {k: int(v) for k, v in (kv.split("=") for kv in a.max_steps.split(",") if kv)}
+
+
+def run_one(variant, name, seed, a, device, command) -> list:
+    budgets = sorted({int(b) for b in a.budgets.split(",")})
+    cap = caps(a).get(variant)
+    if cap:
+        budgets = [b for b in budgets if b <= cap]
+    set_seed(seed)
+    job = make_job(variant, name, seed, a, device, max(budgets))
+    rec = Recorder(budgets)
+    t0 = time.perf_counter()
+    try:
+        job.pretrain(rec)
+    except Stop:
+        pass
+    pre_s = time.perf_counter() - t0
+    env = environment(a)
+    base = {"method": METHODS[variant][0].removesuffix(".py"), "variant": variant, "dataset": name,
+            "seed": seed, "label_free": job.label_free, "data_note": job.note, "steps_per_epoch": job.per_epoch,
+            "command": command, **env}
+    points, enc = [], copy.deepcopy(rec.encoder)
+    for step in sorted(rec.snaps):
+        sd, wall = rec.snaps[step]
+        enc.load_state_dict(sd)
+        t = time.perf_counter()
+        points.append({**base, "steps": step, "wall_s": round(wall, 3), **probe(job, enc),
+                       "probe_s": round(time.perf_counter() - t, 2)})
+        print(f"  {variant:20s} {name:8s} seed {seed} step {step:5d} | {wall:7.1f} s | probe acc "
+              f"{100 * points[-1]['probe_accuracy']:.1f} (C {points[-1]['probe_C']:g})", flush=True)
+    if a.supervised and variant in SUPERVISED_WITH:
+        enc.load_state_dict(rec.snaps[0][0])                  # the same init as step 0
+        sup, info = supervised(job, enc, a.supervised_steps, seed, device)
+        points.append({**base, "variant": f"supervised_{base['method']}", "steps": info["steps"],
+                       "wall_s": round(info["wall_s"], 3), "label_free": False, **probe(job, sup),
+                       "supervised": info})
+        print(f"  supervised ({base['method']}) {name} seed {seed} | probe acc "
+              f"{100 * points[-1]['probe_accuracy']:.1f} (step {info['chosen_step']} chosen on val)", flush=True)
+    print(f"done {variant} {name} seed {seed}: pre-training {pre_s:.0f} s", flush=True)
+    return points
+
+
+def main(a: Args) -> None:
+    if a.render:
+        render()
+        return
+    setup_torch(threads=a.threads)
+    device = torch.device("cpu")
+    jobs = jobs_of(a)
+    if a.dry:
+        print("\n".join(map(str, jobs)))
+        return
+    out = Path(a.out or RESULTS / f"curves_part{a.shard.split('/')[0]}.json")
+    command = "python benchmarks/bench_curves.py " + " ".join(sys.argv[1:])
+    done = json.loads(out.read_text()) if out.exists() else []
+    have = {(p["variant"], p["dataset"], p["seed"]) for p in done}
+    for variant, name, seed in jobs:
+        if (variant, name, seed) in have:
+            continue
+        done += run_one(variant, name, seed, a, device, command)
+        save_json(done, out)                                  # after every run: a crash keeps the rest
+
+
+# --------------------------------------------------------------------------- rendering
+def render() -> None:
+    raise NotImplementedError("render: written once the points exist")
+
+
+if __name__ == "__main__":
+    main(parse_args(Args))
