@@ -238,15 +238,20 @@ def supervised(job: Job, init_encoder, steps: int, seed: int, device) -> tuple:
 
 
 # --------------------------------------------------------------------------- running
-def environment(a: Args) -> dict:
+def git_commit() -> str:
+    """The commit this process runs (read once at start: main may move while a long run goes on)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "*.py"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip())
+        git = lambda *c: subprocess.run(["git", *c], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "*.py") else "")
     except OSError:
-        commit, dirty = "", False
-    return {"commit": commit + ("+dirty" if dirty else ""), "threads": a.threads, "torch": torch.__version__,
+        return ""
+
+
+COMMIT = git_commit()
+
+
+def environment(a: Args) -> dict:
+    return {"commit": COMMIT, "threads": a.threads, "torch": torch.__version__,
             "cpus": os.cpu_count(), "load": os.getloadavg()[0]}
 
 
