@@ -123,9 +123,10 @@ class Job:
     per_epoch: int
 
 
-def job_ts2vec(variant, name, seed, a, device, steps):
+def job_ts2vec(variant, name, seed, a, device, steps, **kw):
     m = ts2vec_adaptive
-    args = m.Args(dataset=name, data_dir=a.data_dir, loss=variant.split("_")[1], seed=seed, iters=steps, log=False)
+    args = m.Args(dataset=name, data_dir=a.data_dir, loss=variant.split("_")[1], seed=seed, iters=steps,
+                  log=False, **kw)
     ds = data.load_dataset(name, data_dir=a.data_dir or None, val_fraction=args.val_fraction, seed=seed)
     if ds.name in data.UEA:                                   # as main: per-channel z-score for UEA
         ds = data.standardize(ds, per="channel")
@@ -138,9 +139,10 @@ def job_ts2vec(variant, name, seed, a, device, steps):
                "train + val series, labels unused", len(pool) // min(args.batch_size, len(pool)))
 
 
-def job_dynacl(variant, name, seed, a, device, steps):
+def job_dynacl(variant, name, seed, a, device, steps, **kw):
     m = dynacl
-    args = m.Args(dataset=name, data_dir=a.data_dir, variant=variant.replace("_", "-"), seed=seed, log=False)
+    args = m.Args(dataset=name, data_dir=a.data_dir, variant=variant.replace("_", "-"), seed=seed, log=False,
+                  **kw)
     m.check_args(args)
     st = m.prepare(args, seed)
     per_epoch = len(st.seq_train) // min(args.batch_size, len(st.seq_train))
@@ -152,9 +154,9 @@ def job_dynacl(variant, name, seed, a, device, steps):
                st.label_free, st.note, per_epoch)
 
 
-def job_leaves(variant, name, seed, a, device, steps):
+def job_leaves(variant, name, seed, a, device, steps, **kw):
     m = leaves
-    args = m.Args(dataset=name, data_dir=a.data_dir, views=variant, seed=seed, log=False)
+    args = m.Args(dataset=name, data_dir=a.data_dir, views=variant, seed=seed, log=False, **kw)
     m.resolve(args, "")
     ds, x_tr, y_tr, x_va, y_va, x_te, y_te = m.prepare(args)
     args = m.resolve(args, ds.name)
@@ -168,9 +170,9 @@ def job_leaves(variant, name, seed, a, device, steps):
                "train + val series min-max scaled, labels unused", per_epoch)
 
 
-def job_aimts(variant, name, seed, a, device, steps):
+def job_aimts(variant, name, seed, a, device, steps, **kw):
     m = aimts
-    args = m.Args(dataset=name, data_dir=a.data_dir, seed=seed, log=False, max_iters=0, epochs=10 ** 6)
+    args = m.Args(dataset=name, data_dir=a.data_dir, seed=seed, log=False, **{"max_iters": 0, "epochs": 10 ** 6, **kw})
     m.check_args(args)
     ds, x_tr, x_te = m.load_target(args)
     x_lab, y_lab, held = m.labelled_set(x_tr, ds.y_train, args)   # held-out rows choose the probe's C
@@ -189,10 +191,11 @@ def job_aimts(variant, name, seed, a, device, steps):
                True, note, sampler.per_epoch)
 
 
-def make_job(variant, name, seed, a, device, steps):
+def make_job(variant, name, seed, a, device, steps, **kw):
+    """The job of one variant; kw: Args fields of the method file (tests shrink the model with them)."""
     f = {"ts2vec": job_ts2vec, "dynacl": job_dynacl, "leaves": job_leaves, "simclr": job_leaves,
          "aimts": job_aimts}[variant.split("_")[0]]
-    return f(variant, name, seed, a, device, steps)
+    return f(variant, name, seed, a, device, steps, **kw)
 
 
 # --------------------------------------------------------------------------- probing and the supervised row
@@ -269,13 +272,13 @@ def caps(a: Args) -> dict:
     return {k: int(v) for k, v in (kv.split("=") for kv in a.max_steps.split(",") if kv)}
 
 
-def run_one(variant, name, seed, a, device, command) -> list:
+def run_one(variant, name, seed, a, device, command, **kw) -> list:
     budgets = sorted({int(b) for b in a.budgets.split(",")})
     cap = caps(a).get(variant)
     if cap:
         budgets = [b for b in budgets if b <= cap]
     set_seed(seed)
-    job = make_job(variant, name, seed, a, device, max(budgets))
+    job = make_job(variant, name, seed, a, device, max(budgets), **kw)
     rec = Recorder(budgets)
     t0 = time.perf_counter()
     try:
@@ -330,8 +333,169 @@ def main(a: Args) -> None:
 
 
 # --------------------------------------------------------------------------- rendering
+KEEP = ("method", "variant", "dataset", "seed", "steps", "wall_s", "probe_accuracy")   # curves.json's schema first
+ORDER = list(METHODS) + ["supervised_ts2vec_adaptive", "supervised_dynacl", "supervised_leaves", "supervised_aimts"]
+LABEL = {**{k: v[1] for k, v in METHODS.items()},
+         **{f"supervised_{f}": f"supervised: {f}.py's encoder, all labels" for f in
+            ("ts2vec_adaptive", "dynacl", "leaves", "aimts")}}
+EQUAL_WALL_S = 60.0                                           # "at equal wall time": the last point reached by then
+
+
+def load_points() -> list:
+    pts = [p for f in sorted(RESULTS.glob("curves_part*.json")) for p in json.loads(f.read_text())]
+    if not pts and (RESULTS / "curves.json").exists():
+        pts = json.loads((RESULTS / "curves.json").read_text())["points"]
+    return sorted(pts, key=lambda p: (p["dataset"], ORDER.index(p["variant"]), p["seed"], p["steps"]))
+
+
+def by_run(pts: list) -> dict:
+    """(variant, dataset) -> {seed: [points in step order]}."""
+    out = {}
+    for p in pts:
+        out.setdefault((p["variant"], p["dataset"]), {}).setdefault(p["seed"], []).append(p)
+    return out
+
+
+def mean_std(v: list) -> str:
+    return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if v else "–"
+
+
+def at_steps(runs: dict, steps: int) -> list:
+    return [q["probe_accuracy"] for r in runs.values() for q in r if q["steps"] == steps]
+
+
+def at_wall(runs: dict, wall: float) -> list:
+    """Per seed, the last checkpoint reached within `wall` seconds of pre-training."""
+    return [max((q for q in r if q["wall_s"] <= wall), key=lambda q: q["steps"])["probe_accuracy"] for r in runs.values()]
+
+
+def summary(pts: list) -> tuple[list, list]:
+    """Rows of the comparison table and the list of (variant, dataset, rise) over step 0."""
+    runs, rows, rises = by_run(pts), [], []
+    datasets = sorted({p["dataset"] for p in pts})
+    for v in ORDER:
+        if not any((v, d) in runs for d in datasets):
+            continue
+        cells = []
+        for d in datasets:
+            r = runs.get((v, d))
+            if r is None:
+                cells += ["–"] * 4
+                continue
+            steps = sorted({q["steps"] for s in r.values() for q in s})
+            if v.startswith("supervised"):
+                cells += ["–", "–", f"{mean_std(at_steps(r, steps[-1]))} ({steps[-1]} steps)", "–"]
+                continue
+            last = steps[-1]
+            walls = [s[-1]["wall_s"] for s in r.values()]
+            cells += [mean_std(at_steps(r, 0)), mean_std(at_steps(r, 300)),
+                      f"{mean_std(at_steps(r, last))} ({last} steps, {np.mean(walls):.0f} s)",
+                      mean_std(at_wall(r, EQUAL_WALL_S))]
+            best = max(np.mean(at_steps(r, s)) for s in steps if s > 0)
+            rises.append((v, d, 100 * (best - np.mean(at_steps(r, 0)))))
+        free = all(p["label_free"] for p in pts if p["variant"] == v)
+        rows.append([f"`{v}`", LABEL[v] + ("" if free or v.startswith("supervised") else " †"), *cells])
+    return rows, rises
+
+
+def plot(pts: list, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = by_run([p for p in pts if not p["variant"].startswith("supervised")])
+    datasets = sorted({p["dataset"] for p in pts})
+    fig, axes = plt.subplots(2, len(datasets), figsize=(6.2 * len(datasets), 8.4), squeeze=False)
+    colours = dict(zip(METHODS, plt.cm.tab10.colors))
+    for j, d in enumerate(datasets):
+        for v in METHODS:
+            r = runs.get((v, d))
+            if not r:
+                continue
+            steps = sorted({q["steps"] for s in r.values() for q in s if all(
+                any(x["steps"] == q["steps"] for x in s2) for s2 in r.values())})
+            acc = np.array([[next(q["probe_accuracy"] for q in s if q["steps"] == k) for k in steps]
+                            for s in r.values()]) * 100                        # (seeds, budgets)
+            wall = np.array([[next(q["wall_s"] for q in s if q["steps"] == k) for k in steps]
+                             for s in r.values()]).mean(0)
+            m, sd = acc.mean(0), acc.std(0)
+            x_steps = np.maximum(steps, 10)                   # step 0 drawn at 10 on the log axis
+            ls = "--" if v in ("ts2vec_adaptive", "dynacl_m", "simclr", "aimts_target") else "-"
+            for ax, x in ((axes[0, j], x_steps), (axes[1, j], np.maximum(wall, 0.1))):
+                ax.plot(x, m, ls, marker="o", ms=3.5, color=colours[v], label=v)
+                ax.fill_between(x, m - sd, m + sd, color=colours[v], alpha=0.12)
+                ax.plot(x[:1], m[:1], marker="s", ms=7, mfc="white", color=colours[v])   # step 0: random init
+        for sv in ("supervised_ts2vec_adaptive", "supervised_dynacl", "supervised_leaves", "supervised_aimts"):
+            r = by_run(pts).get((sv, d))
+            if r:
+                f = sv.split("_", 1)[1]
+                c = colours[{"ts2vec_adaptive": "ts2vec_hierarchical", "dynacl": "dynacl",
+                             "leaves": "leaves", "aimts": "aimts"}[f]]
+                axes[0, j].axhline(100 * np.mean(at_steps(r, max(q["steps"] for s in r.values() for q in s))),
+                                   color=c, lw=0.8, ls=":")
+        axes[0, j].set(xscale="log", xlabel="pre-training steps (step 0, the random init, drawn at 10, open square)",
+                       ylabel="frozen linear-probe test accuracy (%)", title=f"{d}: accuracy against steps")
+        axes[1, j].set(xscale="log", xlabel="pre-training wall time, s (2-core CPU, 1 thread per run)",
+                       ylabel="frozen linear-probe test accuracy (%)", title=f"{d}: accuracy against wall time")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3, which="both", lw=0.4)
+    axes[0, 0].legend(fontsize=8, loc="lower right", title="mean ± std over seeds; dotted: supervised",
+                      title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table_md(pts: list) -> str:
+    rows, rises = summary(pts)
+    datasets = sorted({p["dataset"] for p in pts})
+    head = ["variant", "what"] + [f"{d}: {c}" for d in datasets for c in
+                                  ("step 0 (random init)", "300 steps", "largest budget", f"≤ {EQUAL_WALL_S:.0f} s")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    seeds = sorted({p["seed"] for p in pts})
+    env = sorted({(p["commit"], p["threads"]) for p in pts})
+    loads = [p["load"] for p in pts]
+    flat = [f"`{v}` on {d} ({r:+.1f})" for v, d, r in rises if r < 5]
+    text = "\n".join(lines) + "\n\n" + (
+        f"Frozen linear-probe test accuracy (%), mean ± std over seeds {', '.join(map(str, seeds))}; the probe "
+        "(`linear_eval`, identical in every file) chooses C on validation and never sees test during selection. "
+        "Columns: the random init of each seed (step 0), 300 optimiser steps (equal steps), the largest budget run "
+        f"(with its mean pre-training wall time), and the last checkpoint reached within {EQUAL_WALL_S:.0f} s of "
+        "pre-training (equal wall time). † pre-training read the training labels: DynaCL's class-run order "
+        "arranges windows in runs of one class (the one declared exception to label-free pre-training). "
+        "Supervised rows: the same encoder from the same init, trained with every training label (cross-entropy "
+        "through a linear head, the step chosen on validation), then probed frozen like the others. "
+        f"Commit(s) and threads: {', '.join(f'{c} ({t} thread)' for c, t in env)}; "
+        f"load average during the runs {min(loads):.1f}-{max(loads):.1f} on 2 cores.")
+    if flat:
+        text += ("\n\nNot 5 points above their own step 0 at any budget run: " + "; ".join(flat) + ".")
+    return text
+
+
 def render() -> None:
-    raise NotImplementedError("render: written once the points exist")
+    pts = load_points()
+    if not pts:
+        raise SystemExit("no points yet: run the shards first")
+    save_json({"schema": "one point per (variant, dataset, seed, steps); steps = 0 is that seed's random init; "
+                         "probe_accuracy is a fraction; wall_s is pre-training time from the first step",
+               "points": [{**{k: p[k] for k in KEEP}, **{k: v for k, v in p.items() if k not in KEEP}} for p in pts]},
+              RESULTS / "curves.json")
+    plot(pts, RESULTS / "curves.png")
+    table = table_md(pts)
+    command = ("python benchmarks/bench_curves.py --data-dir DATA --shard 0/2 &  "
+               "python benchmarks/bench_curves.py --data-dir DATA --shard 1/2; "
+               "python benchmarks/bench_curves.py --render")
+    (RESULTS / "curves.md").write_text(f"# Learning curves under one frozen probe\n\n![curves](curves.png)\n\n"
+                                       f"{table}\n\nCommand: `{command}`\n")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    a, b = "<!-- curves:begin -->", "<!-- curves:end -->"
+    if a in text and b in text:
+        block = (f"{a}\n![learning curves](benchmarks/results/curves.png)\n\n{table}\n\n"
+                 f"Made by `{command}` ([all points](benchmarks/results/curves.json)); "
+                 "how each method was set up: [benchmarks/bench_curves.py](benchmarks/bench_curves.py).\n{b}")
+        readme.write_text(text[:text.index(a)] + block + text[text.index(b) + len(b):])
+    print(table)
 
 
 if __name__ == "__main__":
