@@ -80,6 +80,8 @@ class Args:
     threads: int = arg(1, "torch threads per process")
     out: str = arg("", "part file ('' = benchmarks/results/curves_part<i>.json)")
     render: bool = arg(False, "merge the part files into curves.json, draw curves.png, update README")
+    extra: str = arg("", "diagnostic variants: name=base:field=value[:field=value];... "
+                     "e.g. simclr_s0.3=simclr:simclr_sigma=0.3 (fields of the base's Args)")
     dry: bool = arg(False, "list the jobs and exit")
 
 
@@ -191,6 +193,25 @@ def job_aimts(variant, name, seed, a, device, steps, **kw):
                True, note, sampler.per_epoch)
 
 
+def parse_extra(spec: str) -> dict:
+    """--extra -> {name: (base variant, {Args field: value})}; values typed by the base file's Args."""
+    out = {}
+    for item in filter(None, (t.strip() for t in spec.split(";"))):
+        name, rest = item.split("=", 1)
+        base, *pairs = rest.split(":")
+        module = {"ts2vec_adaptive.py": ts2vec_adaptive, "dynacl.py": dynacl, "leaves.py": leaves,
+                  "aimts.py": aimts}[METHODS[base][0]]
+        types = {f.name: f.type for f in module.Args.__dataclass_fields__.values()}
+        kw = {}
+        for pair in pairs:
+            k, v = pair.split("=", 1)
+            t = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes")}[
+                types[k] if isinstance(types[k], str) else types[k].__name__]
+            kw[k] = t(v)
+        out[name.strip()] = (base, kw)
+    return out
+
+
 def make_job(variant, name, seed, a, device, steps, **kw):
     """The job of one variant; kw: Args fields of the method file (tests shrink the model with them)."""
     f = {"ts2vec": job_ts2vec, "dynacl": job_dynacl, "leaves": job_leaves, "simclr": job_leaves,
@@ -274,11 +295,12 @@ def caps(a: Args) -> dict:
 
 def run_one(variant, name, seed, a, device, command, **kw) -> list:
     budgets = sorted({int(b) for b in a.budgets.split(",")})
-    cap = caps(a).get(variant)
+    cap = caps(a).get(variant) or caps(a).get(parse_extra(a.extra).get(variant, (variant,))[0])
     if cap:
         budgets = [b for b in budgets if b <= cap]
     set_seed(seed)
-    job = make_job(variant, name, seed, a, device, max(budgets), **kw)
+    base_variant, extra_kw = parse_extra(a.extra).get(variant, (variant, {}))
+    job = make_job(base_variant, name, seed, a, device, max(budgets), **extra_kw, **kw)
     rec = Recorder(budgets)
     t0 = time.perf_counter()
     try:
@@ -287,8 +309,9 @@ def run_one(variant, name, seed, a, device, command, **kw) -> list:
         pass
     pre_s = time.perf_counter() - t0
     env = environment(a)
-    base = {"method": METHODS[variant][0].removesuffix(".py"), "variant": variant, "dataset": name,
-            "seed": seed, "label_free": job.label_free, "data_note": job.note, "steps_per_epoch": job.per_epoch,
+    what = METHODS[base_variant][1] + "".join(f", {k} {v}" for k, v in extra_kw.items())
+    base = {"method": METHODS[base_variant][0].removesuffix(".py"), "variant": variant, "dataset": name,
+            "seed": seed, "what": what, "overrides": extra_kw, "label_free": job.label_free, "data_note": job.note, "steps_per_epoch": job.per_epoch,
             "command": command, **env}
     points, enc = [], copy.deepcopy(rec.encoder)
     for step in sorted(rec.snaps):
@@ -299,10 +322,11 @@ def run_one(variant, name, seed, a, device, command, **kw) -> list:
                        "probe_s": round(time.perf_counter() - t, 2)})
         print(f"  {variant:20s} {name:8s} seed {seed} step {step:5d} | {wall:7.1f} s | probe acc "
               f"{100 * points[-1]['probe_accuracy']:.1f} (C {points[-1]['probe_C']:g})", flush=True)
-    if a.supervised and variant in SUPERVISED_WITH:
+    if a.supervised and variant in SUPERVISED_WITH and not extra_kw:
         enc.load_state_dict(rec.snaps[0][0])                  # the same init as step 0
         sup, info = supervised(job, enc, a.supervised_steps, seed, device)
-        points.append({**base, "variant": f"supervised_{base['method']}", "steps": info["steps"],
+        points.append({**base, "variant": f"supervised_{base['method']}", "what": LABEL[f"supervised_{base['method']}"],
+                       "steps": info["steps"],
                        "wall_s": round(info["wall_s"], 3), "label_free": False, **probe(job, sup),
                        "supervised": info})
         print(f"  supervised ({base['method']}) {name} seed {seed} | probe acc "
@@ -345,7 +369,11 @@ def load_points() -> list:
     pts = [p for f in sorted(RESULTS.glob("curves_part*.json")) for p in json.loads(f.read_text())]
     if not pts and (RESULTS / "curves.json").exists():
         pts = json.loads((RESULTS / "curves.json").read_text())["points"]
-    return sorted(pts, key=lambda p: (p["dataset"], ORDER.index(p["variant"]), p["seed"], p["steps"]))
+    return sorted(pts, key=lambda p: (p["dataset"], order_of(p["variant"]), p["seed"], p["steps"]))
+
+
+def order_of(v: str) -> int:
+    return ORDER.index(v) if v in ORDER else len(ORDER) + (v.startswith("supervised"))   # diagnostics last
 
 
 def by_run(pts: list) -> dict:
@@ -373,9 +401,8 @@ def summary(pts: list) -> tuple[list, list]:
     """Rows of the comparison table and the list of (variant, dataset, rise) over step 0."""
     runs, rows, rises = by_run(pts), [], []
     datasets = sorted({p["dataset"] for p in pts})
-    for v in ORDER:
-        if not any((v, d) in runs for d in datasets):
-            continue
+    variants = sorted({v for v, _ in runs}, key=lambda v: (order_of(v), v))
+    for v in variants:
         cells = []
         for d in datasets:
             r = runs.get((v, d))
@@ -394,7 +421,8 @@ def summary(pts: list) -> tuple[list, list]:
             best = max(np.mean(at_steps(r, s)) for s in steps if s > 0)
             rises.append((v, d, 100 * (best - np.mean(at_steps(r, 0)))))
         free = all(p["label_free"] for p in pts if p["variant"] == v)
-        rows.append([f"`{v}`", LABEL[v] + ("" if free or v.startswith("supervised") else " †"), *cells])
+        what = next((p.get("what") for p in pts if p["variant"] == v), None) or LABEL[v]
+        rows.append([f"`{v}`", what + ("" if free or v.startswith("supervised") else " †"), *cells])
     return rows, rises
 
 
