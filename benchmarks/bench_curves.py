@@ -72,7 +72,7 @@ class Args:
     methods: str = arg(",".join(METHODS), "comma list of variants (see METHODS)")
     seeds: str = arg("1,2,3", "comma list of seeds")
     budgets: str = arg("0,100,300,1000,3000", "optimiser steps at which the encoder is probed")
-    max_steps: str = arg("ts2vec_hierarchical=1000,ts2vec_adaptive=1000,leaves=300,simclr=300,aimts=300,"
+    max_steps: str = arg("ts2vec_hierarchical=300,ts2vec_adaptive=300,leaves=300,simclr=300,aimts=300,"
                          "aimts_target=300", "per-variant cap on the largest budget (what 90 min allow)")
     supervised: bool = arg(True, "also the supervised row (same encoder and init, all labels)")
     supervised_steps: int = arg(300, "supervised optimiser steps (validation every 25)")
