@@ -409,12 +409,12 @@ def summary(pts: list) -> tuple[list, list]:
             if r is None:
                 cells += ["–"] * 4
                 continue
-            steps = sorted({q["steps"] for s in r.values() for q in s})
+            steps = sorted(set.intersection(*({q["steps"] for q in s} for s in r.values())))   # every seed has them
             if v.startswith("supervised"):
                 cells += ["–", "–", f"{mean_std(at_steps(r, steps[-1]))} ({steps[-1]} steps)", "–"]
                 continue
             last = steps[-1]
-            walls = [s[-1]["wall_s"] for s in r.values()]
+            walls = [next(q["wall_s"] for q in s if q["steps"] == last) for s in r.values()]
             cells += [mean_std(at_steps(r, 0)), mean_std(at_steps(r, 300)),
                       f"{mean_std(at_steps(r, last))} ({last} steps, {np.mean(walls):.0f} s)",
                       mean_std(at_wall(r, EQUAL_WALL_S))]
