@@ -553,80 +553,40 @@ def masked_logsumexp(u: torch.Tensor, log_term, negatives: str, drop_positives: 
     return torch.logsumexp(a.masked_fill(out, -math.inf), dim=-1).reshape(B, T)
 
 
-# ---- 5b. FASTER EQUIVALENT of masked_logsumexp(u, lambda s: s / tau, negatives, True), the
-# negatives' sums of MP-Xent (Eq. 1-2 themselves are in mp_xent below). Same values and gradients:
-# tests/test_dynacl.py::test_log_negative_sums_equal_the_masked_logsumexp (both regimes, against
-# a naive loop too) and ::test_log_negative_sums_panels_equal_the_masked_logsumexp (every panel
-# size). Not needed to read the method; it makes the (B*T, B*T) matrix of a SleepEEG batch
-# (N = 2400) cheaper, which is most of a DynaCL step.
-NEGATIVE_PANEL_ROWS = 240                                     # rows per panel: ~2 MB of float32 at N = 2400
-
-
-def _pair_panel(g: torch.Tensor, inv_tau: float, i: int, e: int, not_pos: torch.Tensor) -> torch.Tensor:
-    """Rows i..e-1 of p_tk = exp(s_tk / tau) 1[k > t] 1[(t, k) not a positive pair], columns
-    i..N-1: each unordered pair {t, k} once, self and positives 0. g (G, N, F); (G, e - i, N - i)."""
-    p = torch.matmul(g[:, i:e] * inv_tau, g[:, i:].transpose(1, 2)).exp_()   # s_tk / tau in [-40, 40]
-    p[:, :, :e - i].triu_(1)                                  # k > t: lower triangle and self out
-    p.diagonal(1, dim1=1, dim2=2).mul_(not_pos[i:i + min(e - i, p.size(-1) - 1)])   # (t, t + 1) out
-    return p
-
-
 class _NegativeLogSumExp(torch.autograd.Function):
-    """log sum_{k not in {t-1, t, t+1}} exp(s_tk / tau) for unit vectors g in group layout
-    (G, N, F) -> (G, N); r: the rows t whose t + 1 is a positive. The backward is written out:
-    with p_tk the terms (0 where masked), P_t = sum_k p_tk and w_t = dL/dlse_t / P_t,
-      dL/dg_j = sum_k (w_j p_jk + w_k p_kj) g_k / tau.
-    tau >= 1/40: every term lies in [e^-40, e^40] (|s| <= 1), inside float32 without a max, so p is
-    symmetric, p_jk = p_kj: only the pairs k > t are formed, in panels of NEGATIVE_PANEL_ROWS rows
-    (kept for the backward; half the N x N matrix, each panel small enough to stay in cache), a
-    panel's row sums and column sums both add to P, and the backward is sum_k (w_j + w_k) p_jk g_k:
-    one product per side of each panel. Below 1/40: the whole matrix, each row's max m_t subtracted
-    (p_tk = exp(s_tk / tau - m_t), not symmetric), two products in the backward."""
+    """FASTER EQUIVALENT of masked_logsumexp(u, lambda s: s / tau, negatives, True), MP-Xent's
+    negatives, for unit vectors g = u in group layout (G, N, F) -> (G, N). The same values and
+    gradients (tests/test_dynacl.py::test_log_negative_sums_equal_the_masked_logsumexp), computed
+    in place on one (N, N) matrix, with the backward written out: with p_tk = exp(s_tk / tau - m_t)
+    (0 where masked), P_t = sum_k p_tk and w_t = dL/dlse_t / P_t, dL/dg_j = (w_j sum_k p_jk g_k +
+    sum_t p_tj w_t g_t) / tau, so only p is kept. For tau >= 1/40 every term lies in [e^-40, e^40]
+    (|s| <= 1), safely inside float32, so no max is needed (m = 0): p is then symmetric and the
+    backward is ONE product p @ [g, w g]; below 1/40 each row's max m_t is subtracted and the
+    backward takes two. A SleepEEG batch makes N = 2400: this matrix is most of a DynaCL step."""
 
     @staticmethod
     def forward(ctx, g, tau, r):
-        G, N, _ = g.shape
-        ctx.tau, ctx.symmetric = tau, tau >= 1 / 40
-        if ctx.symmetric:
-            not_pos = torch.ones(N, dtype=g.dtype, device=g.device)
-            not_pos[r] = 0                                    # p_t,t+1 = 0: t + 1 is t's positive
-            total = g.new_zeros(G, N)                         # P_t
-            ctx.panels = []
-            for i in range(0, N, NEGATIVE_PANEL_ROWS):
-                e = min(i + NEGATIVE_PANEL_ROWS, N)
-                p = _pair_panel(g, 1 / tau, i, e, not_pos)    # (G, e - i, N - i): pairs (t, k > t)
-                total[:, i:e] += p.sum(-1)                    # as p_tk: row t's terms k > t
-                total[:, i:] += p.sum(1)                      # as p_kt: row k's terms t < k
-                ctx.panels.append(p)
-            ctx.save_for_backward(total, g)
-            return torch.log(total)                           # -inf for a row with no term
         a = (g / tau) @ g.transpose(1, 2)                     # (G, N, N): s_tk / tau
         a.diagonal(dim1=1, dim2=2).fill_(-math.inf)           # k != t
         a[:, r, r + 1] = -math.inf                            # k != t + 1
         a[:, r + 1, r] = -math.inf                            # k != t - 1
-        m = a.amax(-1, keepdim=True).nan_to_num(neginf=0.0)   # (G, N, 1) row max
-        p = a.sub_(m).exp_()                                  # p_tk = exp(s_tk / tau - m_t), in place
+        ctx.symmetric = tau >= 1 / 40
+        m = None if ctx.symmetric else a.amax(-1, keepdim=True).nan_to_num(neginf=0.0)   # (G, N, 1) row max
+        p = a.exp_() if ctx.symmetric else a.sub_(m).exp_()   # p_tk = exp(s_tk / tau - m_t), in place
         total = p.sum(-1)                                     # (G, N): P_t; 0 for a row with no term
+        ctx.tau = tau
         ctx.save_for_backward(p, total, g)
-        return torch.log(total) + m[..., 0]                   # the max added back
+        lse = torch.log(total)
+        return lse if ctx.symmetric else lse + m[..., 0]      # the max added back
 
     @staticmethod
     def backward(ctx, grad):                                  # grad (G, N) = dL / dlse
-        if ctx.symmetric:
-            total, g = ctx.saved_tensors
-            N = g.size(1)
-            w = torch.where(total > 0, grad / total, torch.zeros_like(total))   # (G, N)
-            gt = g.transpose(1, 2).contiguous()               # (G, F, N)
-            rows, cols = torch.zeros_like(g), torch.zeros_like(gt)
-            for p, i in zip(ctx.panels, range(0, N, NEGATIVE_PANEL_ROWS)):
-                e = i + p.size(1)
-                q = (w[:, i:e, None] + w[:, None, i:]).mul_(p)   # (w_t + w_k) p_tk; p kept (retain_graph)
-                rows[:, i:e].baddbmm_(q, g[:, i:])            # sum_{k > t} ... g_k, to row t
-                cols[:, :, i:].baddbmm_(gt[:, :, i:e], q)     # sum_{t < k} ... g_t, to row k
-            return (rows + cols.transpose(1, 2)) / ctx.tau, None, None
         p, total, g = ctx.saved_tensors
         w = torch.where(total > 0, grad / total, torch.zeros_like(total))[..., None]   # (G, N, 1)
-        pg, pwg = p @ g, p.transpose(1, 2) @ (w * g)
+        if ctx.symmetric:                                     # p^T = p: one pass over p
+            pg, pwg = (p @ torch.cat([g, w * g], dim=-1)).split(g.size(-1), dim=-1)
+        else:
+            pg, pwg = p @ g, p.transpose(1, 2) @ (w * g)
         return (w * pg + pwg) / ctx.tau, None, None
 
 
