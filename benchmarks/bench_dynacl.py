@@ -33,6 +33,7 @@ Results: benchmarks/results/dynacl.json and dynacl.md
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -120,7 +121,7 @@ def run_info(a: Args) -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     dirty = sh("git", "status", "--porcelain", "--", "dynacl.py", "ts2vec_adaptive.py", "benchmarks/bench_dynacl.py")
-    return {"command": "python benchmarks/bench_dynacl.py " + " ".join(sys.argv[1:]),
+    return {"command": "python benchmarks/bench_dynacl.py " + shlex.join(sys.argv[1:]),
             "commit": sh("git", "rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else ""),
             "uptime": sh("uptime"), "threads": a.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -524,7 +525,7 @@ if __name__ == "__main__":
     prev = Path(a.out + ".json")
     results = json.loads(prev.read_text()) if prev.exists() else {}
     results.update(machine=f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
-                           "CPU under other load", argv=" ".join(sys.argv[1:]))
+                           "CPU under other load", argv=shlex.join(sys.argv[1:]))
     t0 = time.perf_counter()
     for part in a.parts.split(","):
         {"accuracy": part_accuracy, "speed": part_speed, "table5": part_table5, "oldnew": part_oldnew,
