@@ -318,16 +318,19 @@ def test_harth_frames_labels_and_sequences_by_hand(harth_site, mirror):
         sum((labels[s] >= 0).sum() for s in sub["fit"] + sub["val"])
 
 
-def test_harth_dynacl_m_presets_reach_the_loss(harth_site, mirror, monkeypatch):
-    """Deviation 3 / App. C: the served HARTH's mask fraction 1e-5 and MSE weight 1e-30 reach
-    training_loss (prepare names the set, pretrain picks the preset by that name, as main does)."""
-    mirror(harth_site)
+@pytest.mark.parametrize("name, preset", [("HARTH", (1e-30, 1e-5)), ("AFDB", (1.0, 0.3))])
+def test_recordings_dynacl_m_presets_reach_the_loss(name, preset, harth_site, afdb_site, afdb_records, mirror,
+                                                     monkeypatch):
+    """Deviation 3 / App. C: the served set's MSE weight and mask fraction (HARTH 1e-30 / 1e-5, ECG
+    1 / 0.3) reach training_loss (prepare names the set, pretrain picks the preset by that name, as
+    main does)."""
+    mirror(harth_site if name == "HARTH" else afdb_site)
     seen = []
     spy(monkeypatch, "training_loss", seen)
-    args = m.Args(**{**TINY, "epochs": 1}, dataset="HARTH", variant="dynacl-m", seq_len=10)
+    args = m.Args(**{**TINY, "epochs": 1}, dataset=name, variant="dynacl-m", seq_len=10)
     st = m.prepare(args, 1)
     m.pretrain(st.seq_train, args, torch.device("cpu"), st.name)
-    assert st.name == "HARTH" and seen and {(c["mse_weight"], c["mask_fraction"]) for c in seen} == {(1e-30, 1e-5)}
+    assert st.name == name and seen and {(c["mse_weight"], c["mask_fraction"]) for c in seen} == {preset}
 
 
 # ------------------------------------------------------------------ AFDB end to end
