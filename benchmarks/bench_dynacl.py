@@ -252,7 +252,21 @@ def part_speed(a: Args, results: dict) -> None:
                      "F": 32, "torch_threads": torch.get_num_threads(), "seed": 0,
                      "mean_ts2vec_crop": float(np.mean([c[0] for _, c in plan])),
                      "data": "torch.randn(64, 300, 178) sequences; loss-only: torch.rand(8, 300, 32) embeddings"}}
+    sp = results["speed"]
+    results.setdefault("speed_runs", []).append(speed_summary(sp))   # every run kept: the ratio moves with the load
     write(a, results)
+
+
+def speed_summary(sp: dict) -> dict:
+    """One line of the speed history: the loss-only and whole-step ratios of one speed run."""
+    return {"commit": sp["commit"], "date": sp.get("date", ""), "uptime": sp["uptime"], "uptime_after": sp["uptime_after"],
+            "blocks": sp["settings"]["blocks"], "steps_per_block": sp["settings"]["steps_per_block"],
+            "mean_ts2vec_crop": sp["settings"].get("mean_ts2vec_crop"),
+            "loss_ms": {k: 1000 * sp["best_s_per_step"][k] for k in ("dynacl_loss", "ts2vec_hierarchical_loss")},
+            "loss_ratio_best": sp["ratio_best"]["dynacl_over_ts2vec_loss"],
+            "loss_ratio_median": sp["ratio_median"]["dynacl_over_ts2vec_loss"],
+            "loss_ratio_cpu_paired_median": sp.get("ratio_cpu_paired_median", {}).get("dynacl_loss"),
+            "step_ratio_best": sp["ratio_best"]["dynacl_over_ts2vec_step"], "command": sp["command"]}
 
 
 def part_oldnew(a: Args, results: dict) -> None:
@@ -480,6 +494,21 @@ def write(a: Args, results: dict) -> None:
                       f"**{pc['dynacl_loss']:.2f}** thread CPU time (--negatives sequence: {pw['dynacl_sequence_negatives_loss']:.2f} / "
                       f"{pc['dynacl_sequence_negatives_loss']:.2f}); whole step {pw['dynacl']:.2f} / {pc['dynacl']:.2f}. "
                       f"CPU time leaves out the time this process waited for a core (load above 2 on 2 cores).", ""]
+    runs = results.get("speed_runs")
+    if runs:
+        lines += ["### The loss-only ratio across speed runs (the same DynaCL and TS2Vec loss code in every row)", "",
+                  "| commit | load (1-min avg) before / after | blocks x steps | DynaCL loss ms (best) | TS2Vec loss ms (best) | "
+                  "DynaCL / TS2Vec best | median | thread-CPU paired median | whole step best | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            load = lambda u: u.split("load average:")[-1].split(",")[0].strip() if u else "?"   # noqa: E731
+            cpu = r.get("loss_ratio_cpu_paired_median")
+            lines.append(f"| {r['commit']} | {load(r['uptime'])} / {load(r['uptime_after'])} | {r['blocks']} x {r['steps_per_block']} | "
+                         f"{r['loss_ms']['dynacl_loss']:.1f} | {r['loss_ms']['ts2vec_hierarchical_loss']:.1f} | "
+                         f"{r['loss_ratio_best']:.2f} | {r['loss_ratio_median']:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
+                         f"{r['step_ratio_best']:.2f} | {r.get('note', '')} |")
+        lines += ["", "The same code gives loss-only ratios from " + f"{min(r['loss_ratio_best'] for r in runs):.2f} to "
+                  f"{max(r['loss_ratio_best'] for r in runs):.2f} (best of blocks) as the other load on the 2 cores changes.", ""]
     for key in sorted(k for k in results if k.startswith("loss_old_vs_new")):
         on = results[key]
         r = on["ratio_new_over_old_best"]
