@@ -33,6 +33,7 @@ Results: benchmarks/results/dynacl.json and dynacl.md
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,7 @@ class Args:
     table5_repeats: int = arg(3, "interleaved epochs per method in the table5 part (best of them)")
     table5_sequences: int = arg(0, "table5: use only this many of the 989 sequences (0 = all; a quick look)")
     old_commit: str = arg("819ab23", "oldnew: the commit whose dynacl.mp_xent is timed against the current one")
+    old_note: str = arg("", "oldnew: what that commit's mp_xent is, written beside the comparison")
     threads: int = arg(1, "torch threads")
     out: str = arg(str(ROOT / "benchmarks" / "results" / "dynacl"), "results prefix (.json, .md)")
     runs_dir: str = arg(str(ROOT / "runs" / "bench_dynacl"), "run directories")
@@ -119,7 +121,7 @@ def run_info(a: Args) -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     dirty = sh("git", "status", "--porcelain", "--", "dynacl.py", "ts2vec_adaptive.py", "benchmarks/bench_dynacl.py")
-    return {"command": "python benchmarks/bench_dynacl.py " + " ".join(sys.argv[1:]),
+    return {"command": "python benchmarks/bench_dynacl.py " + shlex.join(sys.argv[1:]),
             "commit": sh("git", "rev-parse", "--short", "HEAD") + ("+uncommitted" if dirty else ""),
             "uptime": sh("uptime"), "threads": a.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
@@ -202,20 +204,24 @@ def part_speed(a: Args, results: dict) -> None:
     losses = {"dynacl_loss": dynacl_loss_only, "dynacl_sequence_negatives_loss": lambda c: dynacl_loss_only(c, "sequence"),
               "ts2vec_hierarchical_loss": ts2vec_loss_only}
     times = {k: [] for k in [*steps, *losses]}
+    cpu = {k: [] for k in times}                              # this thread's CPU time per block
     for rep in range(a.speed_repeats):
         for name, fn in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for rows, crop in plan:
                 loss = fn(seqs[rows], crop)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
             times[name].append((time.perf_counter() - t0) / a.speed_steps)
-        for name, fn in losses.items():
-            t0 = time.perf_counter()
+            cpu[name].append((time.thread_time() - c0) / a.speed_steps)
+        for name in (list(losses) if rep % 2 == 0 else list(losses)[::-1]):   # order alternates
+            fn = losses[name]
+            t0, c0 = time.perf_counter(), time.thread_time()
             for _, crop in plan:
                 fn(crop)
             times[name].append((time.perf_counter() - t0) / a.speed_steps)
+            cpu[name].append((time.thread_time() - c0) / a.speed_steps)
     per_epoch = 989 // 8
     best = {k: float(min(v)) for k, v in times.items()}
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -232,12 +238,35 @@ def part_speed(a: Args, results: dict) -> None:
                        "sequence_over_ts2vec_loss": best["dynacl_sequence_negatives_loss"] / best["ts2vec_hierarchical_loss"]},
         "ratio_median": {"dynacl_over_ts2vec_step": med["dynacl"] / med["ts2vec_hierarchical"],
                          "dynacl_over_ts2vec_loss": med["dynacl_loss"] / med["ts2vec_hierarchical_loss"]},
+        "cpu_s_per_step_blocks": cpu,
+        "ratio_paired_median": {k: float(np.median(np.array(times[k]) / np.array(times[ref])))
+                                for k, ref in (("dynacl_loss", "ts2vec_hierarchical_loss"),
+                                               ("dynacl_sequence_negatives_loss", "ts2vec_hierarchical_loss"),
+                                               ("dynacl", "ts2vec_hierarchical"))},
+        "ratio_cpu_paired_median": {k: float(np.median(np.array(cpu[k]) / np.array(cpu[ref])))
+                                    for k, ref in (("dynacl_loss", "ts2vec_hierarchical_loss"),
+                                                   ("dynacl_sequence_negatives_loss", "ts2vec_hierarchical_loss"),
+                                                   ("dynacl", "ts2vec_hierarchical"))},
         "uptime_after": run_info(a)["uptime"],
         "settings": {"steps_per_block": a.speed_steps, "blocks": a.speed_repeats, "batch": 8, "T": 300, "D": 178,
                      "F": 32, "torch_threads": torch.get_num_threads(), "seed": 0,
                      "mean_ts2vec_crop": float(np.mean([c[0] for _, c in plan])),
                      "data": "torch.randn(64, 300, 178) sequences; loss-only: torch.rand(8, 300, 32) embeddings"}}
+    sp = results["speed"]
+    results.setdefault("speed_runs", []).append(speed_summary(sp))   # every run kept: the ratio moves with the load
     write(a, results)
+
+
+def speed_summary(sp: dict) -> dict:
+    """One line of the speed history: the loss-only and whole-step ratios of one speed run."""
+    return {"commit": sp["commit"], "date": sp.get("date", ""), "uptime": sp["uptime"], "uptime_after": sp["uptime_after"],
+            "blocks": sp["settings"]["blocks"], "steps_per_block": sp["settings"]["steps_per_block"],
+            "mean_ts2vec_crop": sp["settings"].get("mean_ts2vec_crop"),
+            "loss_ms": {k: 1000 * sp["best_s_per_step"][k] for k in ("dynacl_loss", "ts2vec_hierarchical_loss")},
+            "loss_ratio_best": sp["ratio_best"]["dynacl_over_ts2vec_loss"],
+            "loss_ratio_median": sp["ratio_median"]["dynacl_over_ts2vec_loss"],
+            "loss_ratio_cpu_paired_median": sp.get("ratio_cpu_paired_median", {}).get("dynacl_loss"),
+            "step_ratio_best": sp["ratio_best"]["dynacl_over_ts2vec_step"], "command": sp["command"]}
 
 
 def part_oldnew(a: Args, results: dict) -> None:
@@ -261,20 +290,28 @@ def part_oldnew(a: Args, results: dict) -> None:
     z_fixed = torch.rand(8, 300, 32)
     fns = {f"old_{a.old_commit}": old.mp_xent, "new": dynacl.mp_xent}
     times = {k: {neg: [] for neg in ("batch", "sequence")} for k in fns}
+    cpu = {k: {neg: [] for neg in ("batch", "sequence")} for k in fns}   # this thread's CPU time per block
     values = {k: {neg: fn(z_fixed, 0.5, neg).item() for neg in ("batch", "sequence")} for k, fn in fns.items()}
     for rep in range(a.speed_repeats):
         for neg in ("batch", "sequence"):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
+            for name in (list(fns) if rep % 2 == 0 else list(fns)[::-1]):   # order alternates
+                fn = fns[name]
+                t0, c0 = time.perf_counter(), time.thread_time()
                 for _ in range(a.speed_steps):
                     z = z_fixed.clone().requires_grad_(True)
                     fn(z, 0.5, neg).backward()
                 times[name][neg].append((time.perf_counter() - t0) / a.speed_steps)
+                cpu[name][neg].append((time.thread_time() - c0) / a.speed_steps)
     best = {k: {neg: min(v) for neg, v in d.items()} for k, d in times.items()}
-    results["loss_old_vs_new"] = {
-        **info, "uptime_after": run_info(a)["uptime"], "old_commit": a.old_commit, "s_per_call_blocks": times,
-        "best_s_per_call": best, "values_tau_0.5": values,
-        "ratio_new_over_old_best": {neg: best["new"][neg] / best[f"old_{a.old_commit}"][neg] for neg in ("batch", "sequence")},
+    old_k = f"old_{a.old_commit}"
+    paired = lambda t, neg: float(np.median(np.array(t["new"][neg]) / np.array(t[old_k][neg])))   # noqa: E731
+    key = "loss_old_vs_new" if a.old_commit == "819ab23" else f"loss_old_vs_new_{a.old_commit}"   # one entry per commit
+    results[key] = {
+        **info, "old_note": a.old_note, "uptime_after": run_info(a)["uptime"], "old_commit": a.old_commit, "s_per_call_blocks": times,
+        "cpu_s_per_call_blocks": cpu, "best_s_per_call": best, "values_tau_0.5": values,
+        "ratio_new_over_old_best": {neg: best["new"][neg] / best[old_k][neg] for neg in ("batch", "sequence")},
+        "ratio_new_over_old_paired_median": {neg: paired(times, neg) for neg in ("batch", "sequence")},
+        "ratio_new_over_old_cpu_paired_median": {neg: paired(cpu, neg) for neg in ("batch", "sequence")},
         "settings": {"calls_per_block": a.speed_steps, "blocks": a.speed_repeats, "z": "torch.rand(8, 300, 32), seed 0",
                      "torch_threads": torch.get_num_threads()}}
     write(a, results)
@@ -450,16 +487,45 @@ def write(a: Args, results: dict) -> None:
                   f"median ratios {sp['ratio_median']['dynacl_over_ts2vec_step']:.2f} (step) / "
                   f"{sp['ratio_median']['dynacl_over_ts2vec_loss']:.2f} (loss). Load before: `{sp['uptime']}`; after: "
                   f"`{sp['uptime_after']}`. Commit {sp['commit']}; command `{sp['command']}`.", ""]
-    on = results.get("loss_old_vs_new")
-    if on:
+        if "ratio_cpu_paired_median" in sp:
+            pw, pc = sp["ratio_paired_median"], sp["ratio_cpu_paired_median"]
+            lines += [f"Paired medians (each block against the TS2Vec block of the same round; the losses' order "
+                      f"alternates): loss alone DynaCL / TS2Vec = **{pw['dynacl_loss']:.2f}** wall, "
+                      f"**{pc['dynacl_loss']:.2f}** thread CPU time (--negatives sequence: {pw['dynacl_sequence_negatives_loss']:.2f} / "
+                      f"{pc['dynacl_sequence_negatives_loss']:.2f}); whole step {pw['dynacl']:.2f} / {pc['dynacl']:.2f}. "
+                      f"CPU time leaves out the time this process waited for a core (load above 2 on 2 cores).", ""]
+    runs = results.get("speed_runs")
+    if runs:
+        lines += ["### The loss-only ratio across speed runs (the same DynaCL and TS2Vec loss code in every row)", "",
+                  "| commit | load (1-min avg) before / after | blocks x steps | DynaCL loss ms (best) | TS2Vec loss ms (best) | "
+                  "DynaCL / TS2Vec best | median | thread-CPU paired median | whole step best | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            load = lambda u: u.split("load average:")[-1].split(",")[0].strip() if u else "?"   # noqa: E731
+            cpu = r.get("loss_ratio_cpu_paired_median")
+            lines.append(f"| {r['commit']} | {load(r['uptime'])} / {load(r['uptime_after'])} | {r['blocks']} x {r['steps_per_block']} | "
+                         f"{r['loss_ms']['dynacl_loss']:.1f} | {r['loss_ms']['ts2vec_hierarchical_loss']:.1f} | "
+                         f"{r['loss_ratio_best']:.2f} | {r['loss_ratio_median']:.2f} | {'' if cpu is None else f'{cpu:.2f}'} | "
+                         f"{r['step_ratio_best']:.2f} | {r.get('note', '')} |")
+        lines += ["", "The same code gives loss-only ratios from " + f"{min(r['loss_ratio_best'] for r in runs):.2f} to "
+                  f"{max(r['loss_ratio_best'] for r in runs):.2f} (best of blocks) as the other load on the 2 cores changes.", ""]
+    for key in sorted(k for k in results if k.startswith("loss_old_vs_new")):
+        on = results[key]
         r = on["ratio_new_over_old_best"]
         bo, bn = on["best_s_per_call"][f"old_{on['old_commit']}"], on["best_s_per_call"]["new"]
-        lines += [f"## mp_xent before ({on['old_commit']}) and now, forward + backward on one (8, 300, 32) batch", "",
+        paired = ""
+        if "ratio_new_over_old_paired_median" in on:
+            pw, pc = on["ratio_new_over_old_paired_median"], on["ratio_new_over_old_cpu_paired_median"]
+            paired = (f" Paired medians (block by block, order alternating): wall {pw['batch']:.2f} / {pw['sequence']:.2f}, "
+                      f"thread CPU time {pc['batch']:.2f} / {pc['sequence']:.2f} (batch / sequence). "
+                      f"Load after: `{on['uptime_after']}`.")
+        lines += [f"## mp_xent of {on['old_commit']} (old) and of the current file (new), forward + backward on one "
+                  f"(8, 300, 32) batch", ""] + ([f"Old: {on['old_note']}", ""] if on.get("old_note") else []) + [
                   f"Batch negatives: {1000 * bo['batch']:.1f} ms -> {1000 * bn['batch']:.1f} ms (new / old = **{r['batch']:.2f}**); "
                   f"sequence negatives: {1000 * bo['sequence']:.1f} -> {1000 * bn['sequence']:.1f} ms ({r['sequence']:.2f}). "
                   f"Values at tau 0.5: {json.dumps(on['values_tau_0.5'])}. Best of {on['settings']['blocks']} interleaved "
-                  f"blocks of {on['settings']['calls_per_block']} calls. Load before: `{on['uptime']}`. Commit {on['commit']}; "
-                  f"command `{on['command']}`.", ""]
+                  f"blocks of {on['settings']['calls_per_block']} calls.{paired} Load before: `{on['uptime']}`. "
+                  f"Commit {on['commit']}; command `{on['command']}`.", ""]
     old = results.get("speed_before_log_space_loss")
     if old:
         lines += [f"Before the log-space loss ({old['note']}): DynaCL / TS2Vec step = {old['ratio_dynacl_over_ts2vec']:.2f} "
@@ -488,7 +554,7 @@ if __name__ == "__main__":
     prev = Path(a.out + ".json")
     results = json.loads(prev.read_text()) if prev.exists() else {}
     results.update(machine=f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
-                           "CPU under other load", argv=" ".join(sys.argv[1:]))
+                           "CPU under other load", argv=shlex.join(sys.argv[1:]))
     t0 = time.perf_counter()
     for part in a.parts.split(","):
         {"accuracy": part_accuracy, "speed": part_speed, "table5": part_table5, "oldnew": part_oldnew,

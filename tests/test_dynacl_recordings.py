@@ -136,6 +136,43 @@ def afdb_site(tmp_path_factory) -> Path:
     return root
 
 
+def write_afdb_release(d: Path, records: dict, notes: dict) -> None:
+    """Records {name: (a, b)} cut from the real ECG at 250 Hz, each with its rhythm notes
+    [(sample, rhythm)], written with wfdb (format 212) into d, plus the SHA256SUMS.txt listing."""
+    import wfdb
+    d.mkdir(parents=True, exist_ok=True)
+    ecg = ecg_signal()
+    for rec, (a, b) in records.items():
+        dig = np.clip(np.round(ecg[:, a:b].T * 200), -2048, 2047).astype(np.int16)
+        wfdb.wrsamp(rec, fs=250, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], d_signal=dig, fmt=["212", "212"],
+                    adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(d))
+        s, r = zip(*notes[rec])
+        wfdb.wrann(rec, "atr", np.array(s), symbol=["+"] * len(s), aux_note=[f"({x}" for x in r], write_dir=str(d))
+    _listing(d)
+
+
+def afdb_all_records() -> tuple[dict, dict]:
+    """All 23 AFDB record names (data.AFDB_RECORDS), so the unpatched command line finds every file
+    it asks for: the five records above, and 18 more of 60 s (one T = 119 sequence each), cut from the
+    same real ECG at shifted offsets, with four rhythm stretches each in a rotated order."""
+    records, notes = dict(AFDB_SUBJECTS), dict(AFDB_NOTES)
+    order = ["N", "AFIB", "AFL", "J"]
+    for k, rec in enumerate(r for r in data.AFDB_RECORDS if r not in AFDB_SUBJECTS):
+        a = (k * 750) % 15000
+        records[rec] = (a, a + 15000)
+        notes[rec] = [(s, order[(k + j) % 4]) for j, s in enumerate((0, 3700, 7600, 11300))]
+    return records, notes
+
+
+@pytest.fixture(scope="module")
+def afdb_full_site(tmp_path_factory) -> Path:
+    """physionet.org/files/afdb/1.0.0/ holding all 23 records (afdb_all_records)."""
+    pytest.importorskip("wfdb")
+    root = tmp_path_factory.mktemp("afdb_full_site")
+    write_afdb_release(root / "physionet.org/files/afdb/1.0.0", *afdb_all_records())
+    return root
+
+
 @pytest.fixture
 def mirror(monkeypatch):
     """start(root): serve root on 127.0.0.1 and point TS_DATA_MIRROR at it."""
@@ -281,16 +318,19 @@ def test_harth_frames_labels_and_sequences_by_hand(harth_site, mirror):
         sum((labels[s] >= 0).sum() for s in sub["fit"] + sub["val"])
 
 
-def test_harth_dynacl_m_presets_reach_the_loss(harth_site, mirror, monkeypatch):
-    """Deviation 3 / App. C: the served HARTH's mask fraction 1e-5 and MSE weight 1e-30 reach
-    training_loss (prepare names the set, pretrain picks the preset by that name, as main does)."""
-    mirror(harth_site)
+@pytest.mark.parametrize("name, preset", [("HARTH", (1e-30, 1e-5)), ("AFDB", (1.0, 0.3))])
+def test_recordings_dynacl_m_presets_reach_the_loss(name, preset, harth_site, afdb_site, afdb_records, mirror,
+                                                     monkeypatch):
+    """Deviation 3 / App. C: the served set's MSE weight and mask fraction (HARTH 1e-30 / 1e-5, ECG
+    1 / 0.3) reach training_loss (prepare names the set, pretrain picks the preset by that name, as
+    main does)."""
+    mirror(harth_site if name == "HARTH" else afdb_site)
     seen = []
     spy(monkeypatch, "training_loss", seen)
-    args = m.Args(**{**TINY, "epochs": 1}, dataset="HARTH", variant="dynacl-m", seq_len=10)
+    args = m.Args(**{**TINY, "epochs": 1}, dataset=name, variant="dynacl-m", seq_len=10)
     st = m.prepare(args, 1)
     m.pretrain(st.seq_train, args, torch.device("cpu"), st.name)
-    assert st.name == "HARTH" and seen and {(c["mse_weight"], c["mask_fraction"]) for c in seen} == {(1e-30, 1e-5)}
+    assert st.name == name and seen and {(c["mse_weight"], c["mask_fraction"]) for c in seen} == {preset}
 
 
 # ------------------------------------------------------------------ AFDB end to end
@@ -320,6 +360,41 @@ def test_afdb_end_to_end_through_the_mirror(afdb_site, afdb_records, mirror, tmp
     assert len(clusters) == 2 and all(3 in np.asarray(c["y"]).tolist() for c in clusters)   # N is clustered
     cache = Path(data.data_home()) / "raw" / "AFDB"
     assert not (cache / "04015.qrs").exists() and (cache / "04746.atr").exists()
+
+
+CLI_SMALL = ["--epochs", "1", "--widths", "8,4", "--threads", "1", "--kmeans-restarts", "1", "--cluster-per-class", "30"]
+
+
+def _command_line(dataset: str, out: Path) -> tuple[str, dict]:
+    """`python dynacl.py --dataset <dataset>`, the real entry point in its own process (the mirror
+    and the cache reach it through TS_DATA_MIRROR / TS_DATA_DIR), small sizes. (stdout, results.json)"""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "dynacl.py", "--dataset", dataset, *CLI_SMALL, "--out-dir", str(out)],
+                          cwd=Path(m.__file__).parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (f,) = out.glob("*/results.json")
+    return done.stdout, json.loads(f.read_text())
+
+
+def test_harth_and_afdb_command_lines_through_the_mirror(harth_site, afdb_full_site, mirror, tmp_path):
+    """What a user types: `python dynacl.py --dataset HARTH` and `--dataset AFDB`, unpatched (AFDB
+    asks for all 23 records of data.AFDB_RECORDS), downloaded through the loopback mirror: the STFT
+    line (156 / 252 features, T = 119), the probe's accuracy printed beside the random-init
+    encoder's, subjects on one side of the split each."""
+    for name, site, feats, subjects in (("HARTH", harth_site, 156, set(HARTH_SUBJECTS)),
+                                        ("AFDB", afdb_full_site, 252, set(data.AFDB_RECORDS))):
+        mirror(site)
+        out, res = _command_line(name, tmp_path / name)
+        assert f"STFT frames of {feats} features (1-s Hann, 0.5-s hop)" in out and "T = 119" in out, out
+        acc = [ln for ln in out.splitlines() if ln.startswith(("linear eval", "random-init enc."))]
+        assert [ln.split("|")[0].strip() for ln in acc] == ["linear eval", "random-init enc."], out
+        assert all("| acc " in ln for ln in acc)
+        assert 0 <= res["eval"]["accuracy"] <= 1 and 0 <= res["eval"]["random_init_accuracy"] <= 1
+        sub = res["data"]["subjects"]
+        assert sorted(sum(sub.values(), [])) == sorted(subjects) and res["label_free"] is True
+        assert (res["data"]["features"], res["data"]["seq_len"], res["data"]["split_by"]) == (feats, 119, "subject")
+    assert res["data"]["probe_classes"] == ["AFIB", "AFL", "J"]
 
 
 def test_afdb_frame_labels_by_hand(afdb_site, afdb_records, mirror):
