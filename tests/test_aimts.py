@@ -917,6 +917,44 @@ def test_pretrain_batches_are_shuffled_passes_over_each_source(monkeypatch):
     assert passes[0] != passes[1] or passes[1] != passes[2]
 
 
+def test_an_epoch_is_ceil_n_over_b_batches_over_the_whole_pool(monkeypatch):
+    """Deviation 15: one epoch = ceil(N / B) batches over the pool (N: every series of every source),
+    the last partial batch counted, for all processes together; with --max-iters 0 each phase takes
+    exactly that many steps per epoch. Catches: floor(N / B) (short of one pass; the tests above
+    use sizes that B divides), a per-process count."""
+    assert m.SourceSampler([10, 7], 4, np.random.default_rng(0)).per_epoch == 5          # 17 / 4 = 4.25
+    assert m.SourceSampler([10, 7], 4, np.random.default_rng(0), 1, 2).per_epoch == 5    # all processes
+    sizes = []
+    real_step = m.pretrain_step
+
+    def step(model, opt, xb, *a):
+        sizes.append(len(xb))
+        return real_step(model, opt, xb, *a)
+    monkeypatch.setattr(m, "pretrain_step", step)
+    *_, stats = m.pretrain(small_sources((12, 10)), pargs(max_iters=0, warmup_epochs=1, epochs=2), "cpu")
+    assert stats["steps_per_epoch"] == 6 and len(sizes) == stats["steps"] == 3 * 6   # ceil(22 / 4) = 6
+
+
+def test_paper_sizes_restore_the_official_sizes_and_epochs(monkeypatch):
+    """--paper-sizes (deviation 16): D 512, CNN width 64, depth 10, ResNet-18 (image width 64), 2 joint
+    epochs, no step cap; the sizes the paper and code share stay. Catches: a value drifting in
+    main's override (PAPER_DEFAULTS pins only the CPU defaults)."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def check(a):
+        seen.append(a)
+        raise Stop
+    monkeypatch.setattr(m, "check_args", check)
+    with pytest.raises(Stop):
+        m.main(m.Args(paper_sizes=True, log=False))
+    a = seen[0]
+    assert (a.repr_dims, a.hidden_dims, a.depth, a.image_width, a.epochs, a.max_iters) == (512, 64, 10, 64, 2, 0)
+    assert (a.proj_dims, a.batch_size, a.ft_batch_size, a.dropout, a.warmup_epochs) == (128, 16, 8, 0.1, 1)
+
+
 @pytest.mark.parametrize("terms,expect", [
     ("full", {"warmup": {"series_image_loss", "geodesic_mixup", "mixup_loss"},
               "joint": {"adaptive_tau", "intra_prototype_loss", "inter_prototype_loss", "series_image_loss",
