@@ -50,7 +50,8 @@ Where we differ from the papers / official code:
      (docs/ts2vec_official_anchor.md). The adaptive paper used average pooling (App. D.4); we
      report it too, as a secondary number.
   7. Pre-training uses train + validation series (labels unused), i.e. the whole official train
-     split, as TS2Vec does; the probe never sees test labels.
+     split, as TS2Vec does, in an order fixed by the series' values (unlabelled_pool), so that the
+     label-stratified validation carve cannot change its batches; the probe never sees test labels.
   8. UEA sets get a per-channel z-score fitted on our train split (official: on the whole train
      split); UCR sets are used as shipped. The official list of 34 UCR sets shipped without
      z-normalisation (globally z-scored there) is not replicated; none of them is benchmarked here.
@@ -131,6 +132,17 @@ def centerize(x: np.ndarray) -> np.ndarray:
     trail = observed[:, ::-1].argmax(axis=1)                  # trailing NaN steps per series
     shift = (lead + trail) // 2 - lead                        # roll so both ends get half
     return np.stack([np.roll(s, k, axis=0) for s, k in zip(x, shift)])
+
+
+def unlabelled_pool(*parts: np.ndarray) -> np.ndarray:
+    """Every training series (train + validation) for pre-training, in an order no label can change:
+    data.py carves validation from train by a label-stratified draw, so concatenate([train, val])
+    comes in a label-dependent order, and the seeded batch order would draw label-dependent batches.
+    Rows are sorted by a fixed random projection of their values (NaN padding as 0) instead."""
+    x = np.concatenate(parts)                                 # (N, T, C)
+    flat = np.nan_to_num(x.reshape(len(x), -1).astype(np.float64))
+    key = flat @ np.random.default_rng(0).standard_normal(flat.shape[1])   # fixed, not the run's seed
+    return x[np.argsort(key, kind="stable")]
 
 
 def default_iters(x: np.ndarray) -> int:
@@ -616,7 +628,7 @@ def main(args: Args) -> dict:
           f"oneDNN {'on' if torch.backends.mkldnn.enabled else 'off'}, {torch.get_num_threads()} threads")
 
     # METHOD: pre-train on every training series (train + val; labels unused, deviation 7)
-    net, init_net, history, stats = pretrain(np.concatenate([x_tr, x_va]), args, device)
+    net, init_net, history, stats = pretrain(unlabelled_pool(x_tr, x_va), args, device)
     full, extra = divmod(stats["iters"], stats["iters_per_epoch"])
     print(f"pre-training done: {stats['iters']} optimiser steps in {stats['train_time_s']:.1f} s = "
           f"{full} full passes over the training series in batches of {stats['batch_size']}"

@@ -917,6 +917,61 @@ def test_pretrain_batches_are_shuffled_passes_over_each_source(monkeypatch):
     assert passes[0] != passes[1] or passes[1] != passes[2]
 
 
+def test_in_the_real_loop_the_pretraining_optimiser_descends(monkeypatch):
+    """Inside the real pretrain loop, the first optimiser step moves the trained parameters against
+    the gradient of the loss just backpropagated (AdamW's first step is -lr * sign(g) plus a decay
+    of lr * 0.01 * p): sum(dp * g) < 0. Catches: an optimiser that maximises (maximize=True)."""
+    seen, real = [], m.pretrain_step
+
+    def step(model, opt, x, *a):
+        params = [p for p in model.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params]
+        out = real(model, opt, x, *a)
+        seen.append(sum(float(((p.detach() - b) * p.grad).sum()) for p, b in zip(params, before) if p.grad is not None))
+        return out
+    monkeypatch.setattr(m, "pretrain_step", step)
+    m.pretrain(small_sources(), pargs(max_iters=2), "cpu")
+    assert len(seen) == 4 and seen[0] < 0
+
+
+def test_an_epoch_is_ceil_n_over_b_batches_over_the_whole_pool(monkeypatch):
+    """Deviation 15: one epoch = ceil(N / B) batches over the pool (N: every series of every source),
+    the last partial batch counted, for all processes together; with --max-iters 0 each phase takes
+    exactly that many steps per epoch. Catches: floor(N / B) (short of one pass; the tests above
+    use sizes that B divides), a per-process count."""
+    assert m.SourceSampler([10, 7], 4, np.random.default_rng(0)).per_epoch == 5          # 17 / 4 = 4.25
+    assert m.SourceSampler([10, 7], 4, np.random.default_rng(0), 1, 2).per_epoch == 5    # all processes
+    sizes = []
+    real_step = m.pretrain_step
+
+    def step(model, opt, xb, *a):
+        sizes.append(len(xb))
+        return real_step(model, opt, xb, *a)
+    monkeypatch.setattr(m, "pretrain_step", step)
+    *_, stats = m.pretrain(small_sources((12, 10)), pargs(max_iters=0, warmup_epochs=1, epochs=2), "cpu")
+    assert stats["steps_per_epoch"] == 6 and len(sizes) == stats["steps"] == 3 * 6   # ceil(22 / 4) = 6
+
+
+def test_paper_sizes_restore_the_official_sizes_and_epochs(monkeypatch):
+    """--paper-sizes (deviation 16): D 512, CNN width 64, depth 10, ResNet-18 (image width 64), 2 joint
+    epochs, no step cap; the sizes the paper and code share stay. Catches: a value drifting in
+    main's override (PAPER_DEFAULTS pins only the CPU defaults)."""
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def check(a):
+        seen.append(a)
+        raise Stop
+    monkeypatch.setattr(m, "check_args", check)
+    with pytest.raises(Stop):
+        m.main(m.Args(paper_sizes=True, log=False))
+    a = seen[0]
+    assert (a.repr_dims, a.hidden_dims, a.depth, a.image_width, a.epochs, a.max_iters) == (512, 64, 10, 64, 2, 0)
+    assert (a.proj_dims, a.batch_size, a.ft_batch_size, a.dropout, a.warmup_epochs) == (128, 16, 8, 0.1, 1)
+
+
 @pytest.mark.parametrize("terms,expect", [
     ("full", {"warmup": {"series_image_loss", "geodesic_mixup", "mixup_loss"},
               "joint": {"adaptive_tau", "intra_prototype_loss", "inter_prototype_loss", "series_image_loss",
@@ -1010,6 +1065,27 @@ def test_finetune_takes_no_evaluation_data_and_trains_every_parameter():
         init = before[name[len("encoder."):]] if name.startswith("encoder.") else None
         if init is not None:
             assert not torch.equal(p.detach(), init), name
+
+
+def test_finetune_batches_are_shuffled_anew_every_epoch(monkeypatch):
+    """Fine-tuning draws batches of ft_batch_size from a fresh shuffle of the labelled series every
+    epoch, each series once per epoch (a last batch of one is skipped: BatchNorm). Series i carries
+    the value i. Catches: batches in stored order, one order reused for every epoch."""
+    x = np.repeat(np.arange(13.0)[:, None, None], 32, axis=1).astype(np.float32) + np.zeros((1, 1, 2), np.float32)
+    y = np.arange(13) % 3
+    rows, real_fwd = [], m.Classifier.forward
+
+    def spy(self, xb):
+        if self.training:
+            rows.append([int(v) for v in xb[:, 0, 0].tolist()])
+        return real_fwd(self, xb)
+    monkeypatch.setattr(m.Classifier, "forward", spy)
+    torch.manual_seed(0)
+    m.finetune(m.Encoder(8, 4, 1), x, y, 3, m.Args(ft_epochs=3, ft_batch_size=4, dropout=0.0), "cpu", 0)
+    assert [len(b) for b in rows] == [4, 4, 4] * 3                # 13 = 3 * 4 + 1: the single is skipped
+    epochs = [sum(rows[i:i + 3], []) for i in (0, 3, 6)]
+    assert all(len(set(e)) == 12 for e in epochs)                 # each series at most once per epoch
+    assert epochs[0] != sorted(epochs[0]) and len({tuple(e) for e in epochs}) == 3
 
 
 def test_main_test_split_reaches_only_the_final_evaluation(monkeypatch, tmp_path):

@@ -158,8 +158,26 @@ def _permuted_recording_labels(recs):
     return dataclasses.replace(recs, train=flip(recs.train), val=flip(recs.val))
 
 
+def _permuted_file_labels(real_assemble):
+    """data._assemble with each file's training (and given validation) labels permuted as they come
+    out of the file, BEFORE data.py's label-stratified validation carve: the carve then holds out
+    other rows, so train + val are the same series in another order. A pre-training that reads
+    every training series without a label must not change. Catches: a pool in
+    concatenate([train, val]) order (its row order follows the labels through the carve)."""
+    sig, rng = inspect.signature(real_assemble), np.random.default_rng(2468)
+
+    def assemble(*a, **k):
+        bound = sig.bind(*a, **k)
+        for key in ("ytr", "yva"):
+            if bound.arguments.get(key) is not None:
+                bound.arguments[key] = rng.permutation(np.asarray(bound.arguments[key]))
+        return real_assemble(*bound.args, **bound.kwargs)
+    return assemble
+
+
 VARIANTS = {"base": (None, None), "other_test": (_other_test_split, _other_test_recordings),
-            "permuted_labels": (_permuted_labels, _permuted_recording_labels)}
+            "permuted_labels": (_permuted_labels, _permuted_recording_labels),
+            "permuted_file_labels": (None, None)}                # data._assemble patched in run_main
 
 
 def _state(module) -> dict:
@@ -269,6 +287,8 @@ def run_main(name, kwargs, out_dir, variant="base", **extra) -> Run:
         if patch_ds is not None:
             spied = data.load_dataset
             mp.setattr(data, "load_dataset", lambda *a, **k: patch_ds(spied(*a, **k)))
+        if variant == "permuted_file_labels":
+            mp.setattr(data, "_assemble", _permuted_file_labels(data._assemble))
         if patch_recs is not None and hasattr(data, "load_recordings"):
             real_recs = data.load_recordings
             mp.setattr(data, "load_recordings", lambda *a, **k: patch_recs(real_recs(*a, **k)))
@@ -382,15 +402,22 @@ def test_pretraining_reads_no_label_except_the_one_declared_exception(case, runs
     declared exception is DynaCL's class-run order (stream built from the labels): it must say
     label_free=False, say why (label_note, also printed), and really change under the permutation;
     DynaCL with --order stored is label-free like every other file.
-    Catches: a sampler or order built from labels without saying so, a false "labels unused"."""
+    The labels are permuted twice: after loading (the same train / val rows, other labels), and as
+    they come out of the file, before data.py's stratified validation carve (the same training
+    series, split into train and val differently: a label-free pool must not follow that carve).
+    Catches: a sampler or order built from labels without saying so, a false "labels unused", a
+    pre-training pool whose row order (so its batches) follows the labels through the carve."""
     name, kwargs = CASES[case]
     base, perm = runs(case), runs(case, "permuted_labels")
     problems = []
     _contract_keys(base.res, problems)
     uses_labels = name in LABEL_USERS and kwargs.get("order", "auto") != "stored"
-    same = (_canon(base.res.get("history")) == _canon(perm.res.get("history"))
-            and base.ckpt is not None and perm.ckpt is not None
-            and all(_same_state(base.ckpt.get(p, {}), perm.ckpt.get(p, {})) for p in ("state_dict", "init_state_dict")))
+
+    def same_pretraining(other):
+        return (_canon(base.res.get("history")) == _canon(other.res.get("history"))
+                and base.ckpt is not None and other.ckpt is not None
+                and all(_same_state(base.ckpt.get(p, {}), other.ckpt.get(p, {})) for p in ("state_dict", "init_state_dict")))
+    same = same_pretraining(perm)
     free, note = base.res.get("label_free"), base.res.get("label_note")
     if uses_labels:
         if free is not False:
@@ -406,6 +433,9 @@ def test_pretraining_reads_no_label_except_the_one_declared_exception(case, runs
             problems.append(f"label_free={free!r}, label_note={note!r}: expected True and ''")
         if not same:
             problems.append("pre-training (history or encoder.pt weights) changed when only the labels were permuted")
+        if not same_pretraining(runs(case, "permuted_file_labels")):
+            problems.append("pre-training (history or encoder.pt weights) changed when the file's training labels "
+                            "were permuted before the validation carve: the pool's order follows the labels")
     _finish(case, problems)
 
 

@@ -926,6 +926,28 @@ def test_stored_order_keeps_rows(monkeypatch):
     assert not np.all(np.diff(st2.x_train[:, 0]) > 0)
 
 
+@pytest.mark.parametrize("order", ["class-runs", "stored"])
+def test_reordered_rows_keep_their_own_labels(monkeypatch, order):
+    """Issue 14: the class-run order moves the training rows; their labels must move with them, in
+    the probe's fit rows as in its validation and test rows. Feature 0 of every row IS its label
+    (z-scored, so one value per class) and feature 1 its stored index. Catches: x_tr reordered and
+    y_tr left as stored (the probe would fit on other rows' labels; no loss test sees it)."""
+    n = 90
+    y = np.random.default_rng(3).integers(0, 3, n)
+    X = np.stack([y.astype(np.float32), np.arange(n, dtype=np.float32)], 1)[:, None, :]   # (N, 1, 2)
+    ds = m.data._assemble("toy", X[:60], y[:60], X[60:75], y[60:75], X[75:], y[75:])
+    monkeypatch.setattr(m.data, "load_dataset", lambda *a, **k: ds)
+    st = m.prepare(m.Args(dataset="toy", order=order, seq_len=4, probe_rows=0), 1)
+    value = {}
+    for x, lab in ((st.x_train, st.y_train), (st.x_val, st.y_val), (st.x_test, st.y_test)):
+        assert len(x) == len(lab) and len(x)
+        for v, c in zip(x[:, 0].round(5), lab):
+            assert value.setdefault(int(c), v) == v, f"{order}: a row of class {c} carries another class's series"
+    assert len(set(value.values())) == 3
+    if order == "class-runs":                                 # the rows really were reordered
+        assert not np.all(np.diff(st.x_train[:, 1]) > 0)
+
+
 # ------------------------------------------------------------------ bad input at the door
 @pytest.mark.parametrize("kw,msg", [
     (dict(variant="simclr"), "--variant"), (dict(negatives="all"), "--negatives"),

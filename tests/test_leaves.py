@@ -876,17 +876,19 @@ def test_finetune_keeps_the_best_validation_epoch():
 
 def test_finetune_schedule_batches_and_determinism(monkeypatch):
     """StepLR(10, 0.1) over exactly finetune_epochs epochs; every epoch sees each labelled series
-    once in batches of batch_size; the pre-trained encoder passed in is left untouched; same seed,
-    same log."""
+    once in batches of batch_size, in a shuffled order that changes from epoch to epoch; the
+    pre-trained encoder passed in is left untouched; same seed, same log."""
     ds = m.data.load_dataset("synthetic")
     x_tr, x_va = m.minmax(ds.X_train), m.minmax(ds.X_val)
     args = m.resolve(m.Args(dataset="synthetic", **dict(TINY, finetune_epochs=10)), "synthetic")
-    opts, batches = [], []
+    opts, batches, rows = [], [], []
     real_adam, real_fwd = m.torch.optim.Adam, m.Classifier.forward
+    where = {r.tobytes(): i for i, r in enumerate(np.ascontiguousarray(x_tr, dtype=np.float32))}
 
     def spy_fwd(self, x):
         if self.training:
             batches.append(len(x))
+            rows.extend(where[r.tobytes()] for r in x.detach().cpu().numpy().astype(np.float32))
         return real_fwd(self, x)
 
     monkeypatch.setattr(m.torch.optim, "Adam", lambda *a, **k: opts.append(real_adam(*a, **k)) or opts[-1])
@@ -899,6 +901,9 @@ def test_finetune_schedule_batches_and_determinism(monkeypatch):
     assert set(log[0]) == {"epoch", "loss", "val_macro_f1", "val_accuracy"}
     assert opts[0].param_groups[0]["lr"] == pytest.approx(1e-4)                 # one decay after 10 epochs
     assert batches == [16, 16, 7] * 10 and len(x_tr) == 39                      # every series once per epoch
+    epochs = [rows[i:i + 39] for i in range(0, 390, 39)]
+    assert all(sorted(e) == list(range(39)) for e in epochs)
+    assert epochs[0] != list(range(39)) and len({tuple(e) for e in epochs}) == 10   # shuffled, anew each epoch
     assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())
     _, log2, _ = m.finetune(enc, x_tr, ds.y_train, x_va, ds.y_val, 3, args, torch.device("cpu"), 5)
     assert log2 == log

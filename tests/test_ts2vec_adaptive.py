@@ -987,3 +987,29 @@ def test_main_evaluates_and_saves_the_swa_encoder_and_its_own_initial_weights(mo
     assert all(torch.equal(ck["init_state_dict"][k], v) for k, v in first.items())
     assert any(not torch.equal(final_avg[k], v) for k, v in raw.state_dict().items())   # the average, not the last step
     assert res["selection"]["probe_C"] in (0.01, 0.1, 1.0, 10.0, 100.0) and res["label_free"] is True
+
+
+def test_pretraining_pool_order_does_not_follow_the_labels(monkeypatch, tmp_path):
+    """Label-free (contract A): permuting a file's training labels changes data.py's stratified
+    validation carve (which series are train, which val) but not the pool pre-training reads, nor
+    its order, so not its batches. Catches: pre-training on concatenate([train, val]), whose row
+    order follows the labels through the carve (found in issue 14's review)."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((40, 1, 32)).astype(np.float32), np.arange(40) % 4
+    pools = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(x, *a, **k):
+        pools.append(x)
+        raise Stop
+
+    monkeypatch.setattr(m, "pretrain", stop)
+    for labels in (y, rng.permutation(y)):
+        f = tmp_path / f"set{len(pools)}.npz"
+        np.savez(f, X_train=X, y_train=labels, X_test=X[:8], y_test=y[:8])
+        with pytest.raises(Stop):
+            m.main(m.Args(dataset=str(f), out_dir=str(tmp_path), log=False))
+    assert np.array_equal(pools[0], pools[1])
+    assert sorted(r.tobytes() for r in pools[0]) == sorted(r.tobytes() for r in np.ascontiguousarray(X.transpose(0, 2, 1)))
