@@ -133,7 +133,7 @@ def job_ts2vec(variant, name, seed, a, device, steps, **kw):
     if ds.name in data.UEA:                                   # as main: per-channel z-score for UEA
         ds = data.standardize(ds, per="channel")
     x_tr, x_va, x_te = (np.ascontiguousarray(x.transpose(0, 2, 1)) for x in (ds.X_train, ds.X_val, ds.X_test))
-    pool = np.concatenate([x_tr, x_va])
+    pool = m.unlabelled_pool(x_tr, x_va)                      # as main: an order no label can change
     return Job(lambda cb: m.pretrain(pool, args, device, callback=cb),
                lambda enc, x: m.embed(enc, x, args.batch_size, device)[0],   # max-pool, main's number
                lambda enc, xb: enc(xb).amax(1),
