@@ -384,8 +384,13 @@ def by_run(pts: list) -> dict:
     return out
 
 
+N_SEEDS = 3                                                   # a cell over fewer seeds says how many
+
+
 def mean_std(v: list) -> str:
-    return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if v else "–"
+    if not v:
+        return "–"
+    return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" + (f" (n = {len(v)})" if len(v) < N_SEEDS else "")
 
 
 def at_steps(runs: dict, steps: int) -> list:

@@ -83,6 +83,7 @@ def test_render_table_marks_label_use_and_flat_curves(tmp_path):
     row = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
     assert "†" in row["`dynacl`"] and "†" not in row["`leaves`"]
     cells = [c.strip() for c in row["`dynacl`"].split("|")[3:7]]
-    assert cells == ["51.0 ± 1.0", "71.0 ± 1.0", "81.0 ± 1.0 (1000 steps, 90 s)", "71.0 ± 1.0"]   # <= 60 s: step 300
+    assert cells == ["51.0 ± 1.0 (n = 2)", "71.0 ± 1.0 (n = 2)", "81.0 ± 1.0 (n = 2) (1000 steps, 90 s)",
+                     "71.0 ± 1.0 (n = 2)"]                    # <= 60 s: step 300; two of three seeds
     assert "`leaves` on D (+2.0)" in text and "`dynacl` on D" not in text.split("Not 5 points")[1]
     json.dumps(pts)                                           # the points are plain JSON
