@@ -120,19 +120,12 @@ def harth_site(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def afdb_site(tmp_path_factory) -> Path:
     """physionet.org/files/afdb/1.0.0/ with <rec>.hea/.dat (format 212, 250 Hz)/.atr and SHA256SUMS.txt."""
-    wfdb = pytest.importorskip("wfdb")
+    pytest.importorskip("wfdb")
     root = tmp_path_factory.mktemp("afdb_site")
     d = root / "physionet.org/files/afdb/1.0.0"
     d.mkdir(parents=True)
-    ecg = ecg_signal()
-    for rec, (a, b) in AFDB_SUBJECTS.items():
-        dig = np.clip(np.round(ecg[:, a:b].T * 200), -2048, 2047).astype(np.int16)
-        wfdb.wrsamp(rec, fs=250, units=["mV", "mV"], sig_name=["ECG1", "ECG2"], d_signal=dig, fmt=["212", "212"],
-                    adc_gain=[200.0, 200.0], baseline=[0, 0], write_dir=str(d))
-        s, r = zip(*AFDB_NOTES[rec])
-        wfdb.wrann(rec, "atr", np.array(s), symbol=["+"] * len(s), aux_note=[f"({x}" for x in r], write_dir=str(d))
     (d / "04015.qrs").write_bytes(b"\0\0")                    # other files of the release are not fetched
-    _listing(d)
+    write_afdb_release(d, AFDB_SUBJECTS, AFDB_NOTES)          # the records, then the listing of all files
     return root
 
 
