@@ -58,6 +58,7 @@ METHODS = {                                                   # variant -> (file
     "simclr": ("leaves.py", "SimCLR (fixed strengths 0.03)"),
     "aimts": ("aimts.py", "AimTS, default pool (target left out)"),
     "aimts_target": ("aimts.py", "AimTS, pre-trained on the target's train split"),
+    "raw_input": ("data.py", "no encoder: the probe on the flattened series"),
 }
 
 
@@ -293,7 +294,21 @@ def caps(a: Args) -> dict:
     return {k: int(v) for k, v in (kv.split("=") for kv in a.max_steps.split(",") if kv)}
 
 
+def raw_input_point(name, seed, a, command) -> list:
+    """Reference row: the same probe on the flattened input series (train / val / test as
+    data.py splits them for this seed), no encoder at all."""
+    ds = data.load_dataset(name, data_dir=a.data_dir or None, val_fraction=0.2, seed=seed)
+    flat = lambda X: np.nan_to_num(X.reshape(len(X), -1))    # noqa: E731  (N, C T)
+    r = dynacl.linear_eval(flat(ds.X_train), ds.y_train, flat(ds.X_val), ds.y_val, flat(ds.X_test), ds.y_test)
+    return [{"method": "data", "variant": "raw_input", "dataset": name, "seed": seed, "steps": 0, "wall_s": 0.0,
+             "probe_accuracy": r["accuracy"], "probe_macro_f1": r["macro_f1"], "probe_C": r["C"],
+             "probe_val_accuracy": r["val_accuracy"], "label_free": True, "what": METHODS["raw_input"][1],
+             "overrides": {}, "command": command, **environment(a)}]
+
+
 def run_one(variant, name, seed, a, device, command, **kw) -> list:
+    if variant == "raw_input":
+        return raw_input_point(name, seed, a, command)
     budgets = sorted({int(b) for b in a.budgets.split(",")})
     cap = caps(a).get(variant) or caps(a).get(parse_extra(a.extra).get(variant, (variant,))[0])
     if cap:
@@ -418,6 +433,9 @@ def summary(pts: list) -> tuple[list, list]:
             if v.startswith("supervised"):
                 cells += ["–", "–", f"{mean_std(at_steps(r, steps[-1]))} ({steps[-1]} steps)", "–"]
                 continue
+            if v == "raw_input":
+                cells += [mean_std(at_steps(r, 0)), "–", "–", "–"]
+                continue
             last = steps[-1]
             walls = [next(q["wall_s"] for q in s if q["steps"] == last) for s in r.values()]
             cells += [mean_std(at_steps(r, 0)), mean_std(at_steps(r, 300)),
@@ -442,7 +460,7 @@ def plot(pts: list, path: Path) -> None:
     for j, d in enumerate(datasets):
         for v in METHODS:
             r = runs.get((v, d))
-            if not r:
+            if not r or v == "raw_input":
                 continue
             steps = sorted({q["steps"] for s in r.values() for q in s if all(
                 any(x["steps"] == q["steps"] for x in s2) for s2 in r.values())})
@@ -465,13 +483,16 @@ def plot(pts: list, path: Path) -> None:
                              "leaves": "leaves", "aimts": "aimts"}[f]]
                 axes[0, j].axhline(100 * np.mean(at_steps(r, max(q["steps"] for s in r.values() for q in s))),
                                    color=c, lw=0.8, ls=":")
+        r = runs.get(("raw_input", d))
+        if r:
+            axes[0, j].axhline(100 * np.mean(at_steps(r, 0)), color="black", lw=0.8, ls="-.")
         axes[0, j].set(xscale="log", xlabel="pre-training steps (step 0, the random init, drawn at 10, open square)",
                        ylabel="frozen linear-probe test accuracy (%)", title=f"{d}: accuracy against steps")
         axes[1, j].set(xscale="log", xlabel="pre-training wall time, s (2-core CPU, 1 thread per run)",
                        ylabel="frozen linear-probe test accuracy (%)", title=f"{d}: accuracy against wall time")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3, which="both", lw=0.4)
-    axes[0, 0].legend(fontsize=8, loc="lower right", title="mean ± std over seeds; dotted: supervised",
+    axes[0, 0].legend(fontsize=8, loc="lower right", title="mean ± std over seeds; dotted: supervised; dash-dot: raw input",
                       title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
