@@ -73,8 +73,8 @@ class Args:
     methods: str = arg(",".join(METHODS), "comma list of variants (see METHODS)")
     seeds: str = arg("1,2,3", "comma list of seeds")
     budgets: str = arg("0,100,300,1000,3000", "optimiser steps at which the encoder is probed")
-    max_steps: str = arg("ts2vec_hierarchical=300,ts2vec_adaptive=300,leaves=300,simclr=300,aimts=300,"
-                         "aimts_target=300", "per-variant cap on the largest budget (what 90 min allow)")
+    max_steps: str = arg("ts2vec_hierarchical=300,ts2vec_adaptive=300,leaves=300,simclr=300,aimts=100,"
+                         "aimts_target=100", "per-variant cap on the largest budget (what 90 min allow)")
     supervised: bool = arg(True, "also the supervised row (same encoder and init, all labels)")
     supervised_steps: int = arg(300, "supervised optimiser steps (validation every 25)")
     shard: str = arg("0/1", "i/n: run every n-th job starting at i (two processes on two cores)")
@@ -213,8 +213,14 @@ def parse_extra(spec: str) -> dict:
     return out
 
 
+ONEDNN = {"ts2vec": False, "dynacl": True, "leaves": True, "simclr": True, "aimts": False}   # as each main's
+# setup_torch(variable_shapes=...) leaves it: off where shapes vary (crops), on for fixed shapes (LEAVES'
+# ResNet is 3-4x slower without it on this CPU); tests/test_bench_curves.py reads each main's call.
+
+
 def make_job(variant, name, seed, a, device, steps, **kw):
     """The job of one variant; kw: Args fields of the method file (tests shrink the model with them)."""
+    torch.backends.mkldnn.enabled = ONEDNN[variant.split("_")[0]]
     f = {"ts2vec": job_ts2vec, "dynacl": job_dynacl, "leaves": job_leaves, "simclr": job_leaves,
          "aimts": job_aimts}[variant.split("_")[0]]
     return f(variant, name, seed, a, device, steps, **kw)
@@ -363,7 +369,8 @@ def main(a: Args) -> None:
     out = Path(a.out or RESULTS / f"curves_part{a.shard.split('/')[0]}.json")
     command = "python benchmarks/bench_curves.py " + " ".join(sys.argv[1:])
     done = json.loads(out.read_text()) if out.exists() else []
-    have = {(p["variant"], p["dataset"], p["seed"]) for p in done}
+    have = {(p["variant"], p["dataset"], p["seed"]) for f in RESULTS.glob("curves_part*.json")
+            for p in json.loads(f.read_text())}                # done by any process
     for variant, name, seed in jobs:
         if (variant, name, seed) in have:
             continue
