@@ -62,7 +62,7 @@ METHODS = {                                                   # variant -> (file
 }
 
 
-SUPERVISED_WITH = ("ts2vec_hierarchical", "dynacl_m", "leaves", "aimts_target")   # one per file; shards balanced
+SUPERVISED_WITH = ("ts2vec_hierarchical", "dynacl_m", "leaves", "aimts", "aimts_target")   # one run per file does it
 
 
 @dataclass
