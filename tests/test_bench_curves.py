@@ -40,6 +40,15 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _keep_onednn():
+    """The benchmark sets oneDNN per job, as each main does; other tests keep the setting they had."""
+    import torch
+    was = torch.backends.mkldnn.enabled
+    yield
+    torch.backends.mkldnn.enabled = was
+
+
 @pytest.mark.parametrize("variant", list(CASES))
 def test_curve_points_equal_main_at_the_same_budget(variant, real_data, tmp_path, capsys):
     m, main_kw, steps, bench_kw, key, init_key = CASES[variant]
@@ -51,6 +60,17 @@ def test_curve_points_equal_main_at_the_same_budget(variant, real_data, tmp_path
     assert pts[-1]["probe_accuracy"] == res["eval"][key]
     assert pts[0]["probe_accuracy"] == res["eval"][init_key]
     assert pts[0]["wall_s"] == 0 and pts[-1]["wall_s"] > 0
+    import torch
+    assert torch.backends.mkldnn.enabled == bench_curves.ONEDNN[variant.split("_")[0]]
+
+
+def test_each_job_runs_under_its_mains_onednn_setting():
+    """Wall time is part of a curve: a job must run under the CPU setting its own main chooses
+    (setup_torch(variable_shapes=False) keeps oneDNN on; LEAVES' ResNet is 3-4x slower without it)."""
+    import inspect
+    for key, m in (("ts2vec", ts2vec_adaptive), ("dynacl", dynacl), ("leaves", leaves), ("simclr", leaves),
+                   ("aimts", aimts)):
+        assert bench_curves.ONEDNN[key] == ("variable_shapes=False" in inspect.getsource(m.main)), key
 
 
 def test_recorder_stops_after_the_largest_budget_and_keeps_copies():
