@@ -59,6 +59,8 @@ METHODS = {                                                   # variant -> (file
     "aimts": ("aimts.py", "AimTS, default pool (target left out)"),
     "aimts_target": ("aimts.py", "AimTS, pre-trained on the target's train split"),
     "raw_input": ("data.py", "no encoder: the probe on the flattened series"),
+    "raw_input_minmax": ("data.py", "no encoder: the probe on the flattened series, each min-max "
+                                    "scaled per channel as leaves.py's input"),
 }
 
 
@@ -300,21 +302,23 @@ def caps(a: Args) -> dict:
     return {k: int(v) for k, v in (kv.split("=") for kv in a.max_steps.split(",") if kv)}
 
 
-def raw_input_point(name, seed, a, command) -> list:
-    """Reference row: the same probe on the flattened input series (train / val / test as
-    data.py splits them for this seed), no encoder at all."""
+def raw_input_point(variant, name, seed, a, command) -> list:
+    """Reference rows: the same probe on the flattened input series (train / val / test as
+    data.py splits them for this seed), no encoder at all; raw_input_minmax first scales each
+    series per channel to [0, 1] as leaves.py does to its input (official code)."""
     ds = data.load_dataset(name, data_dir=a.data_dir or None, val_fraction=0.2, seed=seed)
-    flat = lambda X: np.nan_to_num(X.reshape(len(X), -1))    # noqa: E731  (N, C T)
+    scale = leaves.minmax if variant == "raw_input_minmax" else (lambda X: X)
+    flat = lambda X: np.nan_to_num(scale(X).reshape(len(X), -1))    # noqa: E731  (N, C T)
     r = dynacl.linear_eval(flat(ds.X_train), ds.y_train, flat(ds.X_val), ds.y_val, flat(ds.X_test), ds.y_test)
-    return [{"method": "data", "variant": "raw_input", "dataset": name, "seed": seed, "steps": 0, "wall_s": 0.0,
+    return [{"method": "data", "variant": variant, "dataset": name, "seed": seed, "steps": 0, "wall_s": 0.0,
              "probe_accuracy": r["accuracy"], "probe_macro_f1": r["macro_f1"], "probe_C": r["C"],
-             "probe_val_accuracy": r["val_accuracy"], "label_free": True, "what": METHODS["raw_input"][1],
+             "probe_val_accuracy": r["val_accuracy"], "label_free": True, "what": METHODS[variant][1],
              "overrides": {}, "command": command, **environment(a)}]
 
 
 def run_one(variant, name, seed, a, device, command, **kw) -> list:
-    if variant == "raw_input":
-        return raw_input_point(name, seed, a, command)
+    if variant.startswith("raw_input"):
+        return raw_input_point(variant, name, seed, a, command)
     budgets = sorted({int(b) for b in a.budgets.split(",")})
     cap = caps(a).get(variant) or caps(a).get(parse_extra(a.extra).get(variant, (variant,))[0])
     if cap:
@@ -440,7 +444,7 @@ def summary(pts: list) -> tuple[list, list]:
             if v.startswith("supervised"):
                 cells += ["–", "–", f"{mean_std(at_steps(r, steps[-1]))} ({steps[-1]} steps)", "–"]
                 continue
-            if v == "raw_input":
+            if v.startswith("raw_input"):
                 cells += [mean_std(at_steps(r, 0)), "–", "–", "–"]
                 continue
             last = steps[-1]
@@ -467,7 +471,7 @@ def plot(pts: list, path: Path) -> None:
     for j, d in enumerate(datasets):
         for v in METHODS:
             r = runs.get((v, d))
-            if not r or v == "raw_input":
+            if not r or v.startswith("raw_input"):
                 continue
             steps = sorted({q["steps"] for s in r.values() for q in s if all(
                 any(x["steps"] == q["steps"] for x in s2) for s2 in r.values())})
