@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +29,27 @@ def _no_user_cache(monkeypatch, tmp_path):
 def tiny():
     """Smallest settings every method file accepts."""
     return dict(dataset="synthetic", epochs=1, batch_size=8)
+
+
+def pretraining_pools(module, monkeypatch, tmp_path, **args) -> list:
+    """The arrays `module.main` hands to `pretrain` for one small file, run twice: with its labels,
+    then with the training labels permuted (which changes data.py's stratified validation carve).
+    A label-free pre-training gets the same pool in the same order both times. -> [pool, pool]."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((40, 1, 32)).astype(np.float32), np.arange(40) % 4
+    pools = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(x, *a, **k):
+        pools.append(x)
+        raise Stop
+
+    monkeypatch.setattr(module, "pretrain", stop)
+    for labels in (y, rng.permutation(y)):
+        f = tmp_path / f"set{len(pools)}.npz"
+        np.savez(f, X_train=X, y_train=labels, X_test=X[:8], y_test=y[:8])
+        with pytest.raises(Stop):
+            module.main(module.Args(dataset=str(f), out_dir=str(tmp_path), **args))
+    return pools

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import pretraining_pools
+
 import common
 import leaves as m
 
@@ -1133,23 +1135,7 @@ def test_pretraining_does_not_change_when_the_training_labels_are_permuted(monke
     """Label-free (contract A): permuting the training labels of a file changes data.py's
     stratified validation carve, hence which series are train and which val, but not the pool
     pre-training reads, nor its order (unlabelled_pool)."""
-    rng = np.random.default_rng(3)
-    X, y = rng.standard_normal((40, 1, 32)).astype(np.float32), np.arange(40) % 4
-    pools = []
-
-    class Stop(Exception):
-        pass
-
-    def stop(x, *a, **k):
-        pools.append(x)
-        raise Stop
-
-    monkeypatch.setattr(m, "pretrain", stop)
-    for labels in (y, rng.permutation(y)):
-        f = tmp_path / f"set{len(pools)}.npz"
-        np.savez(f, X_train=X, y_train=labels, X_test=X[:8], y_test=y[:8])
-        with pytest.raises(Stop):
-            m.main(m.Args(dataset=str(f), out_dir=str(tmp_path), **TINY))
+    pools = pretraining_pools(m, monkeypatch, tmp_path, **TINY)
     assert np.array_equal(pools[0], pools[1])
 
 

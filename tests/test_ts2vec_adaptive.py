@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import pretraining_pools
+
 import ts2vec_adaptive as m
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -994,22 +996,7 @@ def test_pretraining_pool_order_does_not_follow_the_labels(monkeypatch, tmp_path
     validation carve (which series are train, which val) but not the pool pre-training reads, nor
     its order, so not its batches. Catches: pre-training on concatenate([train, val]), whose row
     order follows the labels through the carve (found in issue 14's review)."""
-    rng = np.random.default_rng(3)
-    X, y = rng.standard_normal((40, 1, 32)).astype(np.float32), np.arange(40) % 4
-    pools = []
-
-    class Stop(Exception):
-        pass
-
-    def stop(x, *a, **k):
-        pools.append(x)
-        raise Stop
-
-    monkeypatch.setattr(m, "pretrain", stop)
-    for labels in (y, rng.permutation(y)):
-        f = tmp_path / f"set{len(pools)}.npz"
-        np.savez(f, X_train=X, y_train=labels, X_test=X[:8], y_test=y[:8])
-        with pytest.raises(Stop):
-            m.main(m.Args(dataset=str(f), out_dir=str(tmp_path), log=False))
+    pools = pretraining_pools(m, monkeypatch, tmp_path, log=False)
     assert np.array_equal(pools[0], pools[1])
+    X = np.random.default_rng(3).standard_normal((40, 1, 32)).astype(np.float32)   # the file's series
     assert sorted(r.tobytes() for r in pools[0]) == sorted(r.tobytes() for r in np.ascontiguousarray(X.transpose(0, 2, 1)))
