@@ -334,7 +334,8 @@ def run_one(variant, name, seed, a, device, command, **kw) -> list:
         pass
     pre_s = time.perf_counter() - t0
     env = environment(a)
-    what = METHODS[base_variant][1] + "".join(f", {k} {v}" for k, v in extra_kw.items())
+    what = (f"`{base_variant}` with " + ", ".join(f"{k} = {v}" for k, v in extra_kw.items())) if extra_kw \
+        else METHODS[base_variant][1]
     base = {"method": METHODS[base_variant][0].removesuffix(".py"), "variant": variant, "dataset": name,
             "seed": seed, "what": what, "overrides": extra_kw, "label_free": job.label_free, "data_note": job.note, "steps_per_epoch": job.per_epoch,
             "command": command, **env}
@@ -503,9 +504,12 @@ def plot(pts: list, path: Path) -> None:
                        ylabel="frozen linear-probe test accuracy (%)", title=f"{d}: accuracy against wall time")
         for ax in axes[:, j]:
             ax.grid(alpha=0.3, which="both", lw=0.4)
-    axes[0, 0].legend(fontsize=8, loc="lower right", title="mean ± std over seeds; dotted: supervised; dash-dot: raw input",
-                      title_fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    keep = [i for i, lab in enumerate(labels) if lab in METHODS]
+    fig.legend([handles[i] for i in keep], [labels[i] for i in keep], loc="lower center", ncol=4, fontsize=9,
+               title="mean ± std over seeds (band); open square: step 0 = random init; dotted: supervised, "
+                     "same encoder; dash-dot: the probe on the raw series", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
