@@ -396,7 +396,13 @@ def load_points() -> list:
     pts = [p for f in sorted(RESULTS.glob("curves_part*.json")) for p in json.loads(f.read_text())]
     if not pts and (RESULTS / "curves.json").exists():
         pts = json.loads((RESULTS / "curves.json").read_text())["points"]
-    return sorted(pts, key=lambda p: (p["dataset"], order_of(p["variant"]), p["seed"], p["steps"]))
+    seen, unique = set(), []
+    for p in pts:                                             # one point per (variant, dataset, seed, steps)
+        key = (p["variant"], p["dataset"], p["seed"], p["steps"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return sorted(unique, key=lambda p: (p["dataset"], order_of(p["variant"]), p["seed"], p["steps"]))
 
 
 def order_of(v: str) -> int:
