@@ -568,7 +568,7 @@ def render() -> None:
     if a in text and b in text:
         block = (f"{a}\n![learning curves](benchmarks/results/curves.png)\n\n{table}\n\n"
                  f"Made by `{command}` ([all points](benchmarks/results/curves.json)); "
-                 "how each method was set up: [benchmarks/bench_curves.py](benchmarks/bench_curves.py).\n{b}")
+                 f"how each method was set up: [benchmarks/bench_curves.py](benchmarks/bench_curves.py).\n{b}")
         readme.write_text(text[:text.index(a)] + block + text[text.index(b) + len(b):])
     print(table)
 

@@ -107,3 +107,27 @@ def test_render_table_marks_label_use_and_flat_curves(tmp_path):
                      "71.0 ± 1.0 (n = 2)"]                    # <= 60 s: step 300; two of three seeds
     assert "`leaves` on D (+2.0)" in text and "`dynacl` on D" not in text.split("Not 5 points")[1]
     json.dumps(pts)                                           # the points are plain JSON
+
+
+def test_render_writes_between_the_markers_and_again_the_same(tmp_path, monkeypatch):
+    """`--render` merges the parts, writes curves.json / .png / .md and replaces only what lies
+    between README's two markers; a second render leaves README as the first one wrote it."""
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    pts = [{"method": "dynacl", "variant": "dynacl", "dataset": "D", "seed": s, "steps": k, "wall_s": float(k),
+            "probe_accuracy": 0.5 + k / 1000, "label_free": False, "commit": "c", "threads": 1, "load": 1.0}
+           for s in (1, 2, 3) for k in (0, 100, 300)]
+    (results / "curves_part0.json").write_text(json.dumps(pts))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nbefore\n<!-- curves:begin -->\nold\n<!-- curves:end -->\nafter\n")
+    monkeypatch.setattr(bench_curves, "ROOT", tmp_path)
+    monkeypatch.setattr(bench_curves, "RESULTS", results)
+    bench_curves.render()
+    first = readme.read_text()
+    assert first.startswith("# x\n\nbefore\n<!-- curves:begin -->\n") and first.endswith("<!-- curves:end -->\nafter\n")
+    assert "old" not in first and "| `dynacl` |" in first and "curves.png" in first
+    bench_curves.render()
+    assert readme.read_text() == first
+    saved = json.loads((results / "curves.json").read_text())["points"]
+    assert len(saved) == 9 and list(saved[0])[:7] == list(bench_curves.KEEP)
+    assert (results / "curves.png").stat().st_size > 0 and (results / "curves.md").exists()
