@@ -27,6 +27,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -372,7 +373,7 @@ def main(a: Args) -> None:
         print("\n".join(map(str, jobs)))
         return
     out = Path(a.out or RESULTS / f"curves_part{a.shard.split('/')[0]}.json")
-    command = "python benchmarks/bench_curves.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/bench_curves.py " + shlex.join(sys.argv[1:])
     done = json.loads(out.read_text()) if out.exists() else []
     have = {(p["variant"], p["dataset"], p["seed"]) for f in RESULTS.glob("curves_part*.json")
             for p in json.loads(f.read_text())}                # done by any process
@@ -423,6 +424,8 @@ N_SEEDS = 3                                                   # a cell over fewe
 def mean_std(v: list) -> str:
     if not v:
         return "–"
+    if len(v) == 1:
+        return f"{100 * v[0]:.1f} (n = 1)"
     return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" + (f" (n = {len(v)})" if len(v) < N_SEEDS else "")
 
 
@@ -549,6 +552,9 @@ def table_md(pts: list) -> str:
 
 def render() -> None:
     pts = load_points()
+    for p in pts:                                             # --data-dir's value shown as README names it: DATA
+        toks = shlex.split(p.get("command", ""))
+        p["command"] = shlex.join([("DATA" if i and toks[i - 1] == "--data-dir" else t) for i, t in enumerate(toks)])
     if not pts:
         raise SystemExit("no points yet: run the shards first")
     save_json({"schema": "one point per (variant, dataset, seed, steps); steps = 0 is that seed's random init; "
@@ -560,14 +566,18 @@ def render() -> None:
     command = ("python benchmarks/bench_curves.py --data-dir DATA --shard 0/2 &  "
                "python benchmarks/bench_curves.py --data-dir DATA --shard 1/2; "
                "python benchmarks/bench_curves.py --render")
+    commands = sorted({p.get("command", "") for p in pts} - {""})
     (RESULTS / "curves.md").write_text(f"# Learning curves under one frozen probe\n\n![curves](curves.png)\n\n"
-                                       f"{table}\n\nCommand: `{command}`\n")
+                                       f"{table}\n\nCommand: `{command}`\n\nThe commands that made the points "
+                                       "(each point in curves.json records its own):\n\n"
+                                       + "".join(f"- `{c}`\n" for c in commands))
     readme = ROOT / "README.md"
     text = readme.read_text()
     a, b = "<!-- curves:begin -->", "<!-- curves:end -->"
     if a in text and b in text:
         block = (f"{a}\n![learning curves](benchmarks/results/curves.png)\n\n{table}\n\n"
-                 f"Made by `{command}` ([all points](benchmarks/results/curves.json)); "
+                 f"Made by `{command}`; the command of every point, the diagnostics' `--extra` included, is in "
+                 "[curves.md](benchmarks/results/curves.md) and [curves.json](benchmarks/results/curves.json); "
                  f"how each method was set up: [benchmarks/bench_curves.py](benchmarks/bench_curves.py).\n{b}")
         readme.write_text(text[:text.index(a)] + block + text[text.index(b) + len(b):])
     print(table)
