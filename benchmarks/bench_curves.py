@@ -20,6 +20,12 @@ Every point records command, commit, seed, threads and machine load.
 Run:  python benchmarks/bench_curves.py --data-dir DATA --shard 0/2 &
       python benchmarks/bench_curves.py --data-dir DATA --shard 1/2     (DATA holds ucr_uea/, tfc/)
       python benchmarks/bench_curves.py --render                        (curves.json, curves.png, README)
+The one-seed diagnostics (their exact commands are listed in benchmarks/results/curves.md):
+      python benchmarks/bench_curves.py --data-dir DATA --datasets Gesture --seeds 1 \
+          --methods aimts_target --max-steps aimts_target=300
+      python benchmarks/bench_curves.py --data-dir DATA --datasets Gesture,OSULeaf --seeds 1 --no-supervised \
+          --methods dynacl_m_no_mse,dynacl_m_no_margin,simclr_sigma0.3,leaves_tau0.5 --extra \
+          'dynacl_m_no_mse=dynacl_m:mse=false;dynacl_m_no_margin=dynacl_m:margin_term=false;simclr_sigma0.3=simclr:simclr_sigma=0.3;leaves_tau0.5=leaves:temperature=0.5'
 """
 from __future__ import annotations
 
@@ -65,7 +71,9 @@ METHODS = {                                                   # variant -> (file
 }
 
 
-SUPERVISED_WITH = ("ts2vec_hierarchical", "dynacl_m", "leaves", "aimts", "aimts_target")   # one run per file does it
+SUPERVISED_WITH = ("ts2vec_hierarchical", "dynacl_m", "leaves", "aimts")   # one variant per file does it
+DEFAULT_METHODS = ("ts2vec_hierarchical,ts2vec_adaptive,dynacl,dynacl_m,leaves,aimts,simclr,raw_input,"
+                   "raw_input_minmax")                        # this order deals a similar load to two shards
 
 
 @dataclass
@@ -73,7 +81,7 @@ class Args:
     """Learning curves of the four methods under one frozen linear probe."""
     data_dir: str = arg("", "data root holding ucr_uea/<Name>/ and tfc/<Name>/ ('' = data.py default)")
     datasets: str = arg("Gesture,OSULeaf", "comma list of datasets")
-    methods: str = arg(",".join(METHODS), "comma list of variants (see METHODS)")
+    methods: str = arg(DEFAULT_METHODS, "comma list of variants (see METHODS; aimts_target is a diagnostic)")
     seeds: str = arg("1,2,3", "comma list of seeds")
     budgets: str = arg("0,100,300,1000,3000", "optimiser steps at which the encoder is probed")
     max_steps: str = arg("ts2vec_hierarchical=300,ts2vec_adaptive=300,leaves=300,simclr=300,aimts=100,"
