@@ -340,7 +340,7 @@ def run_one(variant, name, seed, a, device, command, **kw) -> list:
     try:
         job.pretrain(rec)
     except Stop:
-        pass
+        pass                                                  # the largest budget is reached: stop early
     pre_s = time.perf_counter() - t0
     env = environment(a)
     what = (f"`{base_variant}` with " + ", ".join(f"{k} = {v}" for k, v in extra_kw.items())) if extra_kw \
