@@ -140,8 +140,10 @@ def unlabelled_pool(*parts: np.ndarray) -> np.ndarray:
     comes in a label-dependent order, and the seeded batch order would draw label-dependent batches.
     Rows are sorted by a fixed random projection of their values (NaN padding as 0) instead."""
     x = np.concatenate(parts)                                 # (N, T, C)
-    flat = np.nan_to_num(x.reshape(len(x), -1).astype(np.float64))
-    key = flat @ np.random.default_rng(0).standard_normal(flat.shape[1])   # fixed, not the run's seed
+    flat = x.reshape(len(x), -1)                              # (N, T C), a view
+    w = np.random.default_rng(0).standard_normal(flat.shape[1])   # fixed, not the run's seed
+    step = max(1, 2 ** 24 // flat.shape[1])                   # float64 in chunks of ~128 MB, not a full copy
+    key = np.concatenate([np.nan_to_num(flat[i:i + step].astype(np.float64)) @ w for i in range(0, len(x), step)])
     return x[np.argsort(key, kind="stable")]
 
 

@@ -254,7 +254,7 @@ def supervised(job: Job, init_encoder, steps: int, seed: int, device) -> tuple:
     x, y = job.fit
     with torch.no_grad():
         width = job.forward(enc, torch.from_numpy(x[:2]).to(device)).shape[1]
-    n_classes = int(max(job.fit[1].max(), job.val[1].max(), job.test[1].max())) + 1
+    n_classes = int(max(job.fit[1].max(), job.val[1].max())) + 1   # from train and val only
     head = nn.Linear(width, n_classes).to(device)
     opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=1e-3)
     rng = np.random.default_rng(seed + 500)
